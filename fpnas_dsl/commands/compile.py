@@ -1,0 +1,66 @@
+"""`fpnas compile SPACE`: parse and validate a space, print what a researcher checks first.
+
+    fpnas compile SPACE [--resolution N] [--in-channels N] [--classes N] [--json] [--ir FILE]
+
+SPACE is a path or the name of a bundled space (`fpnas compile fbnetv2_f`). The summary is
+text by default, one JSON object with `--json`; `--ir FILE` also writes the compiled IR as
+JSON (`-` for standard output, instead of the summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fpnas_dsl.errors import FpnasError
+
+
+def register(sub: Any, name: str, help_text: str) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description="Parse and validate a .space file and summarise the space: blocks, "
+        "decisions, variables and cardinalities, number of architectures, uniform entropy, "
+        "initial K, alpha parameters (FD/JD), and FLOPS/params once the cost model exists.",
+    )
+    parser.add_argument("space", metavar="SPACE", help="a .space file, or a bundled space's name")
+    parser.add_argument("--resolution", type=int, metavar="N", help="override the input resolution")
+    parser.add_argument("--in-channels", type=int, metavar="N", help="override the input channels")
+    parser.add_argument("--classes", type=int, metavar="N", help="override the number of classes")
+    parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    parser.add_argument(
+        "--ir", metavar="FILE", help="write the compiled IR as JSON to FILE ('-': standard output)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fpnas_dsl.parser import load_space
+    from fpnas_dsl.summary import render, summarize
+
+    space = load_space(
+        args.space,
+        resolution=args.resolution,
+        in_channels=args.in_channels,
+        classes=args.classes,
+    )
+    if args.ir:
+        ir_json = space.model_dump_json(indent=2)
+        if args.ir == "-":
+            sys.stdout.write(ir_json + "\n")
+            return 0
+        try:
+            Path(args.ir).write_text(ir_json + "\n", encoding="utf-8")
+        except OSError as err:
+            raise FpnasError(f"cannot write the IR to {args.ir}: {err.strerror or err}") from None
+    summary = summarize(space)
+    if args.json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        sys.stdout.write(render(summary, space) + "\n")
+        if args.ir:
+            sys.stdout.write(f"IR written to {args.ir}\n")
+    return 0

@@ -1,0 +1,115 @@
+"""`fpnas cost SPACE ARCH.json`: FLOPS and params of one architecture.
+
+    fpnas cost SPACE ARCH.json [--resolution N] [--count-pool] [--json]
+
+ARCH.json is a readable architecture (`{"blocks": [{"kernel": 5, "act": "swish", ...}]}`,
+optionally with `space`, `resolution`, `in_channels`, `classes`), such as the arch.json a
+search writes (its other keys are ignored). It is priced at the input it records unless
+`--resolution` says otherwise. FLOPS are multiply-accumulates (see `fpnas_dsl.cost`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from fpnas_dsl.errors import FpnasError
+
+INPUT_FIELDS = ("resolution", "in_channels", "classes")
+
+
+def register(sub: Any, name: str, help_text: str) -> None:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description="Print the FLOPS (multiply-accumulates of every convolution and fully "
+        "connected layer) and the parameter count of one architecture of a space, from the "
+        "exact analytical cost model.",
+    )
+    parser.add_argument("space", metavar="SPACE", help="a .space file, or a bundled space's name")
+    parser.add_argument("arch", metavar="ARCH.json", help="the architecture, as JSON")
+    parser.add_argument(
+        "--resolution", type=int, metavar="N", help="price at this input resolution instead"
+    )
+    parser.add_argument(
+        "--count-pool",
+        action="store_true",
+        help="also count one operation per element of every global pool (FBNet's convention)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(func=run)
+
+
+def read_architecture(path: str) -> dict[str, Any]:
+    """The JSON object of an architecture file; FpnasError if it is not one."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FpnasError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FpnasError(f"{path}: is a directory, not an architecture file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise FpnasError(f"{path}: cannot read: {err}") from None
+    except json.JSONDecodeError as err:
+        raise FpnasError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("blocks"), list):
+        raise FpnasError(f"{path}: not an architecture (needs a 'blocks' list)")
+    return doc
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from fpnas_dsl.cost import arch_cost
+    from fpnas_dsl.ir import Architecture, ArchitectureMismatch
+    from fpnas_dsl.parser import load_space
+
+    doc = read_architecture(args.arch)
+    recorded = {k: doc[k] for k in INPUT_FIELDS if isinstance(doc.get(k), int)}
+    if args.resolution is not None:
+        recorded["resolution"] = args.resolution
+    space = load_space(args.space, **recorded)
+    name = doc.get("space", space.name)
+    if name != space.name:
+        raise FpnasError(
+            f"{args.arch}: architecture of space {name!r}, not of {space.name!r} ({args.space})"
+        )
+    fields = {
+        "space": space.name,
+        "resolution": space.resolution,
+        "in_channels": space.in_channels,
+        "classes": space.classes,
+        "blocks": doc["blocks"],
+    }
+    try:
+        arch = Architecture.model_validate(fields)
+        flops, params = arch_cost(space, arch, count_pool=args.count_pool)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise FpnasError(f"{args.arch}: invalid architecture at {where}: {first['msg']}") from None
+    except ArchitectureMismatch as err:
+        raise FpnasError(f"{args.arch}: {err}") from None
+    if args.json:
+        out = {
+            "space": space.name,
+            "resolution": space.resolution,
+            "in_channels": space.in_channels,
+            "classes": space.classes,
+            "blocks": len(arch.blocks),
+            "flops": flops,
+            "params": params,
+            "count_pool": bool(args.count_pool),
+        }
+        print(json.dumps(out))
+        return 0
+    pool = ", global pools counted" if args.count_pool else ""
+    print(
+        f"space {space.name}: {len(arch.blocks)} blocks, input {space.in_channels}x"
+        f"{space.resolution}x{space.resolution}, {space.classes} classes"
+    )
+    print(f"FLOPS   {flops / 1e6:,.2f} M multiply-accumulates ({flops:,}){pool}")
+    print(f"params  {params / 1e6:,.3f} M ({params:,})")
+    return 0

@@ -1,0 +1,88 @@
+"""`fpnas search SPACE --target-flops F ...` and `fpnas search --resume RUN_DIR`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from fpnas_dsl.errors import FpnasError
+
+#: flag -> (type, help); every SearchConfig field is a flag and a config-file key.
+FLAGS: dict[str, tuple[Any, str]] = {
+    "--data": (str, "fashion-mnist (default), imagefolder:PATH[?classes=N], synthetic"),
+    "--data-dir": (str, "directory with the Fashion-MNIST IDX files"),
+    "--resolution": (int, "input resolution (default: the data's)"),
+    "--in-channels": (int, "input channels (default: the data's)"),
+    "--classes": (int, "number of classes (default: the data's)"),
+    "--epochs": (int, "search epochs (default 8)"),
+    "--warmup-epochs": (int, "epochs before alpha is updated (default: epochs x 45/315)"),
+    "--steps-per-epoch": (int, "cap on iterations per epoch (default: the whole half)"),
+    "--batch-size": (int, "images per batch (default 64)"),
+    "--lr": (float, "SGD learning rate of the weights (default: 0.8 x batch / 2048)"),
+    "--momentum": (float, "SGD momentum (default 0.9)"),
+    "--weight-decay": (float, "SGD weight decay (default 4e-5)"),
+    "--alpha-lr": (float, "Adam learning rate of alpha (default 0.016)"),
+    "--beta": (float, "weight of the FLOPS hinge cost (default 0.3)"),
+    "--lam": (float, "adaptive sampling: K = max(1, floor(lam x H)) (default 0.25)"),
+    "--k": (int, "fixed sampling: K (default 14)"),
+    "--convert-epoch": (int, "mixed: epoch after which FD becomes JD (default epochs x 80/315)"),
+    "--eval-batches": (int, "test batches of 256 scored per epoch (default 20)"),
+    "--seed": (int, "seed of the core's generator, torch and the data order (default 0)"),
+    "--device": (str, "cpu (default), cuda, cuda:N"),
+    "--threads": (int, "torch CPU threads (default: torch's)"),
+    "--out": (str, "run directory (default runs/<space>-<timestamp>)"),
+}
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+             help_text: str) -> None:
+    p = sub.add_parser(name, help=help_text, description=help_text + ".")
+    p.add_argument("space", nargs="?", help="a .space file or the name of a bundled space")
+    p.add_argument("--target-flops", type=float, help="FLOPS target (multiply-accumulates)")
+    p.add_argument("--sampling", choices=("adaptive", "fixed"),
+                   help="adaptive (FP-NAS, default) or fixed K (PARSEC)")
+    p.add_argument("--distribution", choices=("mixed", "joint", "factorized"),
+                   help="mixed FD->JD (FP-NAS, default), joint only, factorized only")
+    for flag, (kind, text) in FLAGS.items():
+        p.add_argument(flag, type=kind, help=text)
+    p.add_argument("--config", type=Path, help="TOML or YAML file of these settings")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def settings_from(args: argparse.Namespace) -> dict[str, Any]:
+    """Config file first, then every flag given on the command line."""
+    from fpnas_dsl.search.config import read_config_file
+
+    values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    names = ["space", "target_flops", "sampling", "distribution"]
+    names += [flag[2:].replace("-", "_") for flag in FLAGS]
+    for key in names:
+        value = getattr(args, key)
+        if value is not None:
+            values[key] = value
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    from fpnas_dsl.search.config import make_config
+    from fpnas_dsl.search.run import prepare_search, resume_config
+
+    if args.resume is not None:
+        config = resume_config(args.resume)
+        search = prepare_search(config, resume=args.resume)
+    else:
+        values = settings_from(args)
+        if "space" not in values:
+            raise FpnasError("missing SPACE (a .space file or a bundled space name)")
+        if "target_flops" not in values:
+            raise FpnasError("missing --target-flops (the FLOPS the architecture may use)")
+        config = make_config(values)
+        search = prepare_search(config)
+    print(f"fpnas search: run directory {search.run_dir}")
+    result = search.run(progress=not args.no_progress)
+    print(json.dumps({"run_dir": str(search.run_dir), **result}, indent=2))
+    return 0

@@ -1,0 +1,123 @@
+"""`fpnas train ARCH --data fashion-mnist --epochs N --out DIR` (and `--resume DIR`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
+    return value
+
+
+def register(sub: Any, name: str, help_text: str) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=help_text,
+        description=(
+            "Train an architecture from scratch with the paper's recipe: RMSProp "
+            "(TensorFlow's, momentum 0.9), lr 0.2048 x batch/4096 decayed 0.9875 per epoch "
+            "after a warm-up, label smoothing 0.1, AutoAugment, EMA of the weights. ARCH is "
+            "an arch.json (from `fpnas search`), a search run directory, or a fixed space "
+            "(a bundled name such as mobilenet_v2, or a .space path, whose choices are all "
+            "fixed), instantiated for the data unless --resolution/--in-channels/--classes "
+            "say otherwise. Writes DIR/metrics.jsonl, checkpoints each epoch, and "
+            "DIR/result.json with the test accuracy of the raw and the EMA weights."
+        ),
+    )
+    p.add_argument("arch", nargs="?", metavar="ARCH", help="arch.json, run dir, or fixed space")
+    p.add_argument("--out", "-o", metavar="DIR",
+                   help="training directory (required unless --resume)")
+    p.add_argument("--resume", metavar="DIR", help="continue the training run in DIR")
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default="fashion-mnist",
+                   help="fashion-mnist (default), imagefolder:PATH, synthetic[:k=v,...]")
+    g.add_argument("--data-dir", metavar="DIR", help="directory of the Fashion-MNIST IDX files")
+    g.add_argument("--resolution", type=_positive_int, help="input resolution override")
+    g.add_argument("--in-channels", type=_positive_int, help="input channels override")
+    g.add_argument("--classes", type=_positive_int, help="number of classes override")
+    g = p.add_argument_group("schedule")
+    g.add_argument("--epochs", type=_positive_int, help="epochs (default 30; with --resume: a "
+                   "new total to continue to)")
+    g.add_argument("--batch-size", "-b", type=_positive_int, default=128)
+    g.add_argument("--optimizer", choices=("rmsprop", "sgd"), default="rmsprop")
+    g.add_argument("--lr", type=float, help="initial learning rate (default 0.2048 x batch/4096 "
+                   "for rmsprop, 0.1 x batch/256 for sgd)")
+    g.add_argument("--schedule", choices=("exp", "cosine"), default="exp",
+                   help="exp: x lr-decay per epoch, as the paper (default); cosine")
+    g.add_argument("--lr-decay", type=float, metavar="F",
+                   help="per-epoch decay factor (default: 0.9875^(420/epochs), the paper's "
+                   "total decay over its 420 epochs spread over this run; 0.9875: the paper's "
+                   "factor as is)")
+    g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up (1 epoch)")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--rmsprop-eps", type=float, default=1e-3)
+    g.add_argument("--weight-decay", type=float, default=1e-5)
+    g = p.add_argument_group("regularisation")
+    g.add_argument("--label-smoothing", type=float, default=0.1)
+    aa = g.add_mutually_exclusive_group()
+    aa.add_argument("--autoaugment", dest="autoaugment", action="store_true", default=None,
+                    help="AutoAugment on (default: on at resolution >= 64, off below)")
+    aa.add_argument("--no-autoaugment", dest="autoaugment", action="store_false")
+    g.add_argument("--autoaugment-policy", choices=("imagenet", "cifar10", "svhn"),
+                   default="imagenet")
+    g.add_argument("--crop-padding", type=int, metavar="PX",
+                   help="random crop from a zero-padded image (default resolution/8; 0: off)")
+    g.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flip")
+    g.add_argument("--ema-decay", type=float, metavar="D",
+                   help="EMA decay per step (default: the paper's 0.9999 scaled to the run "
+                   "length; 0 disables EMA)")
+    g = p.add_argument_group("run")
+    g.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
+                   help="evaluate on the test split every N epochs (and at the end)")
+    g.add_argument("--eval-batch-size", type=_positive_int, default=500)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    bar = g.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="progress bars even when not on a terminal")
+    bar.add_argument("--no-progress", dest="progress", action="store_false")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fpnas_dsl.errors import FpnasError
+    from fpnas_dsl.train import TrainConfig, train
+
+    if args.resume:
+        if args.out and Path(args.out) != Path(args.resume):
+            raise FpnasError("--resume DIR continues in DIR; leave out --out (or give the same)")
+        if args.arch:
+            raise FpnasError("--resume DIR takes the architecture from DIR; leave out ARCH")
+        out = Path(args.resume)
+    else:
+        if not args.arch:
+            raise FpnasError("give an architecture (ARCH.json, a run directory or a fixed space)")
+        if not args.out:
+            raise FpnasError("give --out DIR for the training directory")
+        out = Path(args.out)
+    cfg = TrainConfig(
+        data=args.data, data_dir=args.data_dir, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, lr_decay=args.lr_decay,
+        warmup_epochs=args.warmup_epochs, momentum=args.momentum,
+        rmsprop_eps=args.rmsprop_eps, weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing, autoaugment=args.autoaugment,
+        autoaugment_policy=args.autoaugment_policy, crop_padding=args.crop_padding,
+        flip=args.flip, ema_decay=args.ema_decay, eval_every=args.eval_every,
+        eval_batch_size=args.eval_batch_size, seed=args.seed, device=args.device,
+        threads=args.threads, progress=args.progress,
+    )
+    result = train(
+        args.arch, out, cfg, resume=bool(args.resume), epochs=args.epochs,
+        resolution=args.resolution, in_channels=args.in_channels, classes=args.classes,
+    )
+    ema = (f", EMA weights {result.test_acc_ema:.2%}" if result.test_acc_ema is not None else "")
+    print(f"final test accuracy after {result.epochs} epochs: raw weights {result.test_acc:.2%}"
+          f"{ema} ({result.wall_s / 60:.1f} min of training)")
+    print(f"wrote {out}/result.json; best weights {out}/{result.best_weights}")
+    return 0

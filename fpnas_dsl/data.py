@@ -1,0 +1,294 @@
+"""Data sources for search and training, read locally (nothing is downloaded).
+
+- `fashion-mnist`: the IDX files of Debian's `dataset-fashion-mnist` package
+  (/usr/share/datasets/fashion-mnist) or a directory given with `data_dir`;
+- `imagefolder:PATH`: ImageNet-style `PATH/train/<class>/*.jpg` (and `PATH/val/` if present),
+  optionally restricted to a class subset (`imagefolder:PATH?classes=100` takes the first
+  100 classes in sorted order, as a reproducible stand-in for the paper's ImageNet-100);
+- `synthetic`: small random tensors with learnable structure, for tests.
+
+Images travel as uint8 [N, C, H, W] tensors (so AutoAugment can run on them) and become
+normalised floats per batch in `BatchPreparer`. Batch order is a function of
+(seed, epoch) alone, which is what makes a resumed search draw the same batches.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fpnas_dsl.errors import FpnasError
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+FASHION_MNIST_HOWTO = (
+    "install it with `apt-get install -y dataset-fashion-mnist` (after `apt-get update`), "
+    "or pass --data-dir DIR holding the four IDX files "
+    "(train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz], t10k-...)"
+)
+
+
+class ImageSet(Protocol):
+    """What the loops need from a split: its length and batched uint8 images + labels."""
+
+    def __len__(self) -> int: ...
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+@dataclass
+class TensorImageSet:
+    """A split held in memory: uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[indices], self.labels[indices]
+
+
+class FolderImageSet:
+    """A split read from image files on demand, resized to a square resolution."""
+
+    def __init__(self, root: Path, resolution: int, classes: list[str]) -> None:
+        from torchvision.datasets import ImageFolder
+        from torchvision.transforms import v2
+
+        transform = v2.Compose(
+            [v2.PILToTensor(), v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)]
+        )
+        keep = set(classes)
+        self.folder = ImageFolder(
+            str(root), transform=transform, is_valid_file=None, allow_empty=True
+        )
+        remap = {self.folder.class_to_idx[c]: i for i, c in enumerate(classes)}
+        self.samples = [(p, remap[t]) for p, t in self.folder.samples if self._cls(t) in keep]
+        self.loader = self.folder.loader
+        self.transform = transform
+
+    def _cls(self, target: int) -> str:
+        return str(self.folder.classes[target])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = [], []
+        for i in indices.tolist():
+            path, label = self.samples[i]
+            img = self.transform(self.loader(path))
+            if img.shape[0] == 1:
+                img = img.expand(3, -1, -1)
+            images.append(img[:3])
+            labels.append(label)
+        return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+
+@dataclass
+class DataBundle:
+    """A data set: train and test splits and what the network must match."""
+
+    name: str
+    train: ImageSet
+    test: ImageSet
+    classes: int
+    channels: int
+    resolution: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class Subset:
+    """A view of a split through a fixed index list (the omega / alpha halves)."""
+
+    def __init__(self, base: ImageSet, indices: torch.Tensor) -> None:
+        self.base = base
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.base.batch(self.indices[indices])
+
+
+def split_halves(data: ImageSet, seed: int) -> tuple[Subset, Subset]:
+    """Split a training set in two halves (weights, architecture), deterministically."""
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(data), generator=gen)
+    half = len(data) // 2
+    return Subset(data, perm[:half]), Subset(data, perm[half : 2 * half])
+
+
+def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
+    """The shuffled order of one epoch: a pure function of (seed, epoch), so resumable."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(size, generator=gen)
+
+
+def batches(
+    data: ImageSet, batch_size: int, seed: int, epoch: int, start: int = 0, drop_last: bool = True
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The batches of one epoch, from batch `start` on."""
+    order = epoch_order(len(data), seed, epoch)
+    stop = len(order) - (len(order) % batch_size if drop_last else 0)
+    for begin in range(start * batch_size, stop, batch_size):
+        yield data.batch(order[begin : begin + batch_size])
+
+
+def steps_per_epoch(data: ImageSet, batch_size: int, drop_last: bool = True) -> int:
+    n = len(data)
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def eval_batches(data: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for begin in range(0, len(data), batch_size):
+        yield data.batch(torch.arange(begin, min(begin + batch_size, len(data))))
+
+
+class BatchPreparer:
+    """uint8 [B, C, H, W] -> normalised float at the network's resolution and channels."""
+
+    def __init__(
+        self, data: DataBundle, resolution: int, channels: int, device: torch.device
+    ) -> None:
+        self.resolution = resolution
+        self.channels = channels
+        self.device = device
+        self.mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)
+        self.data_channels = data.channels
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        x = (x - self.mean) / self.std
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(
+                x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False
+            )
+        if self.channels != x.shape[1]:
+            if x.shape[1] != 1:
+                raise FpnasError(
+                    f"the data has {x.shape[1]} channels and the network expects "
+                    f"{self.channels}; only 1-channel data can be repeated to more"
+                )
+            x = x.expand(-1, self.channels, -1, -1)
+        return x.contiguous()
+
+
+# --------------------------------------------------------------------------------------
+# Sources
+
+
+def load_data(spec: str, data_dir: str | None = None, seed: int = 0) -> DataBundle:
+    """Open a data source by name: fashion-mnist, imagefolder:PATH[?classes=N], synthetic."""
+    if spec == "fashion-mnist":
+        return _fashion_mnist(Path(data_dir) if data_dir else FASHION_MNIST_DIR)
+    if spec.startswith("imagefolder:"):
+        return _image_folder(spec.removeprefix("imagefolder:"))
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return synthetic(**_options(spec.partition(":")[2]), seed=seed)
+    raise FpnasError(
+        f"unknown data source {spec!r}; allowed: fashion-mnist, imagefolder:PATH, synthetic"
+    )
+
+
+def _options(text: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        if not value.isdigit():
+            raise FpnasError(f"bad data option {item!r}: expected key=INTEGER")
+        out[key.strip()] = int(value)
+    return out
+
+
+def _read_idx(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        raw = fh.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise FpnasError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise FpnasError(f"{path}: truncated IDX file ({body.size} of {np.prod(dims)} bytes)")
+    return body.reshape(dims)
+
+
+def _find(directory: Path, stem: str) -> Path:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    raise FpnasError(f"Fashion-MNIST not found: no {stem}[.gz] in {directory}; {FASHION_MNIST_HOWTO}")
+
+
+def _fashion_mnist(directory: Path) -> DataBundle:
+    arrays = {key: _read_idx(_find(directory, stem)) for key, stem in FASHION_MNIST_FILES.items()}
+    train = TensorImageSet(
+        torch.from_numpy(arrays["train_images"].copy()).unsqueeze(1),
+        torch.from_numpy(arrays["train_labels"].astype(np.int64)),
+    )
+    test = TensorImageSet(
+        torch.from_numpy(arrays["test_images"].copy()).unsqueeze(1),
+        torch.from_numpy(arrays["test_labels"].astype(np.int64)),
+    )
+    return DataBundle("fashion-mnist", train, test, 10, 1, 28, (0.2860,), (0.3530,))
+
+
+def _image_folder(spec: str) -> DataBundle:
+    path_text, _, query = spec.partition("?")
+    root = Path(path_text)
+    options = _options(query.replace("&", ","))
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise FpnasError(f"imagefolder: {train_dir} is not a directory (expected PATH/train/<class>/)")
+    classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
+    if not classes:
+        raise FpnasError(f"imagefolder: {train_dir} has no class folders")
+    if "classes" in options:
+        classes = classes[: options["classes"]]
+    resolution = options.get("resolution", 224)
+    train = FolderImageSet(train_dir, resolution, classes)
+    test_dir = root / "val"
+    test = FolderImageSet(test_dir, resolution, classes) if test_dir.is_dir() else train
+    imagenet_mean, imagenet_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    return DataBundle(
+        f"imagefolder:{root.name}", train, test, len(classes), 3, resolution,
+        imagenet_mean, imagenet_std,
+    )
+
+
+def synthetic(
+    size: int = 512, test_size: int = 256, classes: int = 4, channels: int = 1,
+    resolution: int = 16, seed: int = 0,
+) -> DataBundle:
+    """Random images whose class is a bright quadrant-like pattern: learnable in seconds."""
+    gen = torch.Generator().manual_seed(seed)
+    prototypes = torch.rand(classes, channels, resolution, resolution, generator=gen) * 255
+
+    def make(n: int) -> TensorImageSet:
+        labels = torch.randint(0, classes, (n,), generator=gen)
+        noise = torch.randn(n, channels, resolution, resolution, generator=gen) * 40
+        images = (prototypes[labels] + noise).clamp(0, 255).to(torch.uint8)
+        return TensorImageSet(images, labels)
+
+    return DataBundle("synthetic", make(size), make(test_size), classes, channels, resolution,
+                      (0.5,) * channels, (0.29,) * channels)

@@ -1,0 +1,582 @@
+"""The typed intermediate representation of a search space, and what derives from it.
+
+The parser builds a `Space`; everything downstream (cost model, supernet, layout for the
+C++ core, search, export) reads only this module's types. Models are frozen pydantic
+models with `extra="forbid"`; children are tuples so that a frozen tree is really frozen.
+Source spans ride along for error messages and survive the JSON round trip.
+
+Derived views:
+- `expand_blocks(space)`: one `BlockSpec` per MBConv block, each variable tied to the
+  decision and slot that chooses it (or fixed when it has a single choice);
+- `layout(space)`: the decisions with their variables' cardinalities (for the core);
+- `count_architectures(space)`: the exact number of architectures, a Python int;
+- `decode` / `encode`: choice-index arrays <-> the readable `Architecture`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Literal, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+VarName: TypeAlias = Literal["kernel", "act", "attention", "expansion", "channels"]
+Value: TypeAlias = int | float | str
+Scope: TypeAlias = Literal["row", "block"]
+
+#: The order in which a block's variables appear inside a decision.
+VARIABLE_ORDER: tuple[VarName, ...] = ("kernel", "act", "attention", "expansion", "channels")
+MICRO_VARIABLES: tuple[VarName, ...] = ("kernel", "act", "attention")
+ACTIVATIONS = ("relu", "relu6", "swish", "hswish")
+ATTENTIONS = ("none", "se", "sa2", "sa4")
+#: Number of splits of each attention choice (SE is split-attention with one split).
+ATTENTION_SPLITS = {"none": 0, "se": 1, "sa2": 2, "sa4": 4}
+SKIP_KERNEL = 0
+
+
+class _Node(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Span(_Node):
+    """Where a node came from: 1-based line and column of its first and last character."""
+
+    file: str = "<string>"
+    line: int = 0
+    column: int = 0
+    end_line: int = 0
+    end_column: int = 0
+
+
+class Variable(_Node):
+    """A search variable: its ordered choices and whether it is decided per row or per block."""
+
+    name: VarName
+    choices: tuple[Value, ...]
+    scope: Scope = "row"
+    span: Span | None = None
+
+    @property
+    def fixed(self) -> bool:
+        return len(self.choices) == 1
+
+
+class Micro(_Node):
+    """A named micro-architecture: the per-block variables and the fixed details."""
+
+    name: str
+    kernel: Variable
+    act: Variable
+    attention: Variable
+    #: SE bottleneck width = ratio x (block input or expanded channels), rounded to divisor.
+    se_ratio: float = 0.25
+    se_relative_to: Literal["input", "expanded"] = "expanded"
+    gate: Literal["sigmoid", "hsigmoid"] = "sigmoid"
+    #: Split-attention bottleneck = max(round(channels * splits * sa_ratio), sa_min_width).
+    sa_ratio: float = 0.25
+    sa_min_width: int = 32
+    #: Channel counts (expanded, SE width) round to a multiple of this (the 10% rule).
+    divisor: int = 8
+    span: Span | None = None
+
+    def variable(self, name: VarName) -> Variable:
+        value: Variable = getattr(self, name)
+        return value
+
+
+class Conv(_Node):
+    """A fixed convolution + batch-norm (+ activation): stem and head layers."""
+
+    out_channels: int
+    kernel: int = 1
+    stride: int = 1
+    act: str | None = None
+    span: Span | None = None
+
+
+class Linear(_Node):
+    """A fully connected layer of the classifier; `out_features=None` means the classes."""
+
+    out_features: int | None = None
+    act: str | None = None
+    dropout: float = 0.0
+    span: Span | None = None
+
+
+class Row(_Node):
+    """One row of the macro table: a group of `repeat` blocks of one operator."""
+
+    op: Literal["mbconv"] = "mbconv"
+    micro: str
+    expansion: Variable
+    channels: Variable
+    repeat: int
+    stride: int
+    #: Micro variables that this row narrows or fixes (kernel 5, attention {none, se}, ...).
+    overrides: tuple[Variable, ...] = ()
+    span: Span | None = None
+
+
+class Space(_Node):
+    """A whole search space, as written in a .space file."""
+
+    name: str
+    resolution: int
+    in_channels: int
+    classes: int
+    #: MBConv expansion multiplies the block's input channels (MobileNetV2/FBNet) or output.
+    expansion_of: Literal["input", "output"] = "input"
+    #: Skip where a block changes shape: refused, or a 1x1 conv + BN projection with stride.
+    skip_mismatch: Literal["forbid", "project"] = "project"
+    micros: tuple[Micro, ...]
+    stem: tuple[Conv, ...]
+    rows: tuple[Row, ...]
+    head: tuple[Conv, ...]
+    pool: Literal["avg"] = "avg"
+    classifier: tuple[Linear, ...] = Field(min_length=1)
+    source: str = "<string>"
+    span: Span | None = None
+
+    def micro(self, name: str) -> Micro:
+        for micro in self.micros:
+            if micro.name == name:
+                return micro
+        raise KeyError(name)
+
+    def row_variable(self, row: Row, name: VarName) -> Variable:
+        """The effective variable of a row: an override, else the micro's, else the row's own."""
+        if name == "expansion":
+            return row.expansion
+        if name == "channels":
+            return row.channels
+        for override in row.overrides:
+            if override.name == name:
+                return override
+        return self.micro(row.micro).variable(name)
+
+    def with_input(
+        self,
+        resolution: int | None = None,
+        in_channels: int | None = None,
+        classes: int | None = None,
+    ) -> Space:
+        """The same space for another input size or number of classes."""
+        update: dict[str, int] = {}
+        if resolution is not None:
+            update["resolution"] = resolution
+        if in_channels is not None:
+            update["in_channels"] = in_channels
+        if classes is not None:
+            update["classes"] = classes
+        return self.model_copy(update=update)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Space:
+        """A copy whose derived views (`blocks`, `layout`) are recomputed, not carried over:
+        pydantic copies the instance `__dict__`, cached properties included."""
+        copy = super().model_copy(update=update, deep=deep)
+        for name in ("blocks", "layout"):
+            copy.__dict__.pop(name, None)
+        return copy
+
+    @cached_property
+    def blocks(self) -> tuple[BlockSpec, ...]:
+        return expand_blocks(self)
+
+    @cached_property
+    def layout(self) -> Layout:
+        return make_layout(self)
+
+
+# --------------------------------------------------------------------------------------
+# Derived views: plain dataclasses, computed from a Space and never serialised.
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a block variable's value comes from: (decision, slot) in a sample, or fixed."""
+
+    name: VarName
+    choices: tuple[Value, ...]
+    decision: int | None = None
+    slot: int | None = None
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One MBConv block of the expanded space, with every variable bound to its source."""
+
+    index: int
+    row: int
+    stride: int
+    micro: Micro
+    variables: dict[VarName, Slot]
+    #: The slot that chooses this block's input channels (the previous block's output).
+    in_channels: Slot
+
+    def var(self, name: VarName) -> Slot:
+        return self.variables[name]
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A group of variables decided together (one categorical each in FD, one joint in JD)."""
+
+    name: str
+    variables: tuple[VarName, ...]
+    cardinalities: tuple[int, ...]
+    blocks: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Layout:
+    decisions: tuple[Decision, ...]
+
+    @property
+    def cardinalities(self) -> list[list[int]]:
+        return [list(d.cardinalities) for d in self.decisions]
+
+    @property
+    def max_variables(self) -> int:
+        return max((len(d.variables) for d in self.decisions), default=1)
+
+    @property
+    def log_count(self) -> float:
+        return sum(math.log(c) for d in self.decisions for c in d.cardinalities)
+
+    @property
+    def params_factorized(self) -> int:
+        return sum(sum(d.cardinalities) for d in self.decisions)
+
+    @property
+    def params_joint(self) -> int:
+        return sum(math.prod(d.cardinalities) for d in self.decisions)
+
+
+def shapes_can_differ(space: Space, stride: int, in_slot: Slot, out_slot: Slot) -> bool:
+    """Whether a block's input and output may have different shapes in some architecture."""
+    if stride != 1:
+        return True
+    same_source = in_slot.decision is not None and (
+        (in_slot.decision, in_slot.slot) == (out_slot.decision, out_slot.slot)
+    )
+    if same_source:
+        return False
+    both_fixed_equal = (
+        in_slot.decision is None
+        and out_slot.decision is None
+        and in_slot.choices == out_slot.choices
+    )
+    return not both_fixed_equal
+
+
+def kernel_choices_for(space: Space, row: Row, block_can_change_shape: bool) -> tuple[Value, ...]:
+    """A row's kernel choices for one block: skip is not offered where it cannot be identity.
+
+    Under `skip_mismatch = forbid` the validator has already refused a row that decides
+    kernel once per row and offers skip where the shape changes; per block, skip is simply
+    dropped for the blocks that change shape.
+    """
+    choices = space.row_variable(row, "kernel").choices
+    if space.skip_mismatch == "forbid" and block_can_change_shape:
+        return tuple(c for c in choices if c != SKIP_KERNEL)
+    return choices
+
+
+def expand_blocks(space: Space) -> tuple[BlockSpec, ...]:
+    """Unroll the macro table into blocks and bind each variable to a (decision, slot)."""
+    return _Expansion(space).blocks
+
+
+def make_layout(space: Space) -> Layout:
+    return _Expansion(space).layout
+
+
+class _Expansion:
+    """Walks the rows once, allocating decisions: one per row for row-scoped variables,
+    one per block for block-scoped ones; variables with a single choice are fixed and
+    take no place in the layout."""
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+        self._decisions: list[tuple[str, list[VarName], list[int], list[int]]] = []
+        blocks: list[BlockSpec] = []
+        stem_out = space.stem[-1].out_channels if space.stem else space.in_channels
+        prev_out = Slot("channels", (stem_out,))
+        for r, row in enumerate(space.rows):
+            row_decision: int | None = None
+            row_slots: dict[VarName, Slot] = {}
+            for b in range(row.repeat):
+                index = len(blocks)
+                stride = row.stride if b == 0 else 1
+                block_decision: int | None = None
+                slots: dict[VarName, Slot] = {}
+                # Channels first: skip's availability depends on whether the shape changes.
+                order: tuple[VarName, ...] = ("channels", "expansion", "kernel", "act", "attention")
+                for name in order:
+                    var = space.row_variable(row, name)
+                    choices = var.choices
+                    if name == "kernel":
+                        change = shapes_can_differ(space, stride, prev_out, slots["channels"])
+                        choices = kernel_choices_for(space, row, change)
+                    if len(choices) == 1:
+                        slots[name] = Slot(name, choices)
+                    elif var.scope == "row":
+                        if name in row_slots:
+                            slots[name] = row_slots[name]
+                        else:
+                            if row_decision is None:
+                                row_decision = self._new_decision(f"row{r + 1}")
+                            row_slots[name] = slots[name] = self._add(row_decision, name, choices)
+                    else:
+                        if block_decision is None:
+                            block_decision = self._new_decision(f"row{r + 1}.block{b + 1}")
+                        slots[name] = self._add(block_decision, name, choices)
+                    if row_decision is not None:
+                        self._decisions[row_decision][3].append(index)
+                if block_decision is not None:
+                    self._decisions[block_decision][3].append(index)
+                blocks.append(BlockSpec(index, r, stride, space.micro(row.micro), slots, prev_out))
+                prev_out = slots["channels"]
+        self.blocks = tuple(blocks)
+        self.layout = Layout(
+            tuple(
+                Decision(name, _sorted_vars(names), _sorted_cards(names, cards), tuple(sorted(set(bl))))
+                for name, names, cards, bl in self._decisions
+            )
+        )
+        self._reorder_slots()
+
+    def _new_decision(self, name: str) -> int:
+        self._decisions.append((name, [], [], []))
+        return len(self._decisions) - 1
+
+    def _add(self, decision: int, name: VarName, choices: tuple[Value, ...]) -> Slot:
+        names, cards = self._decisions[decision][1], self._decisions[decision][2]
+        names.append(name)
+        cards.append(len(choices))
+        return Slot(name, choices, decision, len(names) - 1)
+
+    def _reorder_slots(self) -> None:
+        """Slots were numbered in allocation order; renumber them in VARIABLE_ORDER."""
+        remap: dict[tuple[int, int], int] = {}
+        for d, (_, names, _, _) in enumerate(self._decisions):
+            ordered = _sorted_vars(names)
+            for s, name in enumerate(names):
+                remap[(d, s)] = ordered.index(name)
+
+        def fix(slot: Slot) -> Slot:
+            if slot.decision is None or slot.slot is None:
+                return slot
+            return Slot(slot.name, slot.choices, slot.decision, remap[(slot.decision, slot.slot)])
+
+        self.blocks = tuple(
+            BlockSpec(
+                b.index,
+                b.row,
+                b.stride,
+                b.micro,
+                {n: fix(s) for n, s in b.variables.items()},
+                fix(b.in_channels),
+            )
+            for b in self.blocks
+        )
+
+
+def _sorted_vars(names: Sequence[VarName]) -> tuple[VarName, ...]:
+    return tuple(sorted(names, key=VARIABLE_ORDER.index))
+
+
+def _sorted_cards(names: Sequence[VarName], cards: Sequence[int]) -> tuple[int, ...]:
+    pairs = sorted(zip(names, cards, strict=True), key=lambda p: VARIABLE_ORDER.index(p[0]))
+    return tuple(c for _, c in pairs)
+
+
+def count_architectures(space: Space) -> int:
+    """The exact number of distinct architectures (a Python int, no overflow)."""
+    return math.prod(c for d in space.layout.decisions for c in d.cardinalities)
+
+
+# --------------------------------------------------------------------------------------
+# Architectures: choice indices [decisions, max_variables] <-> readable blocks.
+
+
+class BlockChoice(_Node):
+    """The concrete choices of one block, as they appear in arch.json."""
+
+    kernel: int
+    act: str
+    attention: str
+    expansion: float
+    channels: int
+
+
+class Architecture(_Node):
+    """One architecture of a space, in its readable form (what export and train read)."""
+
+    space: str
+    resolution: int
+    in_channels: int
+    classes: int
+    blocks: tuple[BlockChoice, ...]
+
+
+IndexArray: TypeAlias = npt.NDArray[np.int64]
+
+
+def decode(space: Space, indices: npt.ArrayLike) -> Architecture:
+    """Choice indices of shape [decisions, max_variables] -> readable architecture."""
+    idx = np.asarray(indices, dtype=np.int64)
+    blocks = []
+    for spec in space.blocks:
+        values = {name: _value(slot, idx) for name, slot in spec.variables.items()}
+        blocks.append(BlockChoice.model_validate(values))
+    return Architecture(
+        space=space.name,
+        resolution=space.resolution,
+        in_channels=space.in_channels,
+        classes=space.classes,
+        blocks=tuple(blocks),
+    )
+
+
+def _value(slot: Slot, idx: IndexArray) -> Value:
+    if slot.decision is None or slot.slot is None:
+        return slot.choices[0]
+    return slot.choices[int(idx[slot.decision, slot.slot])]
+
+
+class ArchitectureMismatch(ValueError):
+    """An architecture that does not belong to the space it is read against."""
+
+
+def encode(space: Space, arch: Architecture) -> IndexArray:
+    """Readable architecture -> choice indices; refuses one that the space cannot produce."""
+    if len(arch.blocks) != len(space.blocks):
+        raise ArchitectureMismatch(
+            f"architecture has {len(arch.blocks)} blocks, space {space.name!r} has "
+            f"{len(space.blocks)}"
+        )
+    lay = space.layout
+    idx = np.full((len(lay.decisions), lay.max_variables), -1, dtype=np.int64)
+    for spec, block in zip(space.blocks, arch.blocks, strict=True):
+        for name, slot in spec.variables.items():
+            value = getattr(block, name)
+            matches = [i for i, c in enumerate(slot.choices) if c == value]
+            if not matches:
+                raise ArchitectureMismatch(
+                    f"block {spec.index + 1}: {name} {value!r} is not among "
+                    f"{list(slot.choices)} in space {space.name!r}"
+                )
+            if slot.decision is None or slot.slot is None:
+                continue
+            previous = idx[slot.decision, slot.slot]
+            if previous not in (-1, matches[0]):
+                raise ArchitectureMismatch(
+                    f"block {spec.index + 1}: {name} {value!r} differs from the value shared "
+                    f"by its row in space {space.name!r}"
+                )
+            idx[slot.decision, slot.slot] = matches[0]
+    idx[idx < 0] = 0
+    return idx
+
+
+def uniform_samples(space: Space, count: int, seed: int = 0) -> IndexArray:
+    """`count` architectures drawn uniformly (numpy; for pricing and tests, not the search)."""
+    rng = np.random.default_rng(seed)
+    lay = space.layout
+    out = np.zeros((count, len(lay.decisions), lay.max_variables), dtype=np.int64)
+    for d, decision in enumerate(lay.decisions):
+        for v, card in enumerate(decision.cardinalities):
+            out[:, d, v] = rng.integers(0, card, size=count)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# Channel arithmetic shared by the cost model and the networks.
+
+
+def make_divisible(value: float, divisor: int) -> int:
+    """Round to a multiple of divisor, never dropping more than 10% (MobileNet's rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+@dataclass(frozen=True)
+class ConcreteBlock:
+    """Every number a block needs to be built or priced."""
+
+    in_channels: int
+    out_channels: int
+    mid_channels: int
+    expansion: float
+    kernel: int
+    act: str
+    attention: str
+    stride: int
+    micro: Micro
+    skip_mismatch: Literal["forbid", "project"]
+
+    @property
+    def is_skip(self) -> bool:
+        return self.kernel == SKIP_KERNEL
+
+    @property
+    def has_expand(self) -> bool:
+        return self.expansion != 1
+
+    @property
+    def identity_shape(self) -> bool:
+        return self.stride == 1 and self.in_channels == self.out_channels
+
+    @property
+    def splits(self) -> int:
+        return ATTENTION_SPLITS[self.attention]
+
+    @property
+    def se_channels(self) -> int:
+        base = self.in_channels if self.micro.se_relative_to == "input" else self.mid_channels
+        return make_divisible(base * self.micro.se_ratio, self.micro.divisor)
+
+    @property
+    def sa_channels(self) -> int:
+        width = int(self.mid_channels * self.splits * self.micro.sa_ratio)
+        return max(width, self.micro.sa_min_width)
+
+
+def mid_channels(space: Space, micro: Micro, in_ch: int, out_ch: int, expansion: float) -> int:
+    """Expanded (depthwise) width; expansion 1 means no expand conv, so it is the input."""
+    if expansion == 1:
+        return in_ch
+    base = in_ch if space.expansion_of == "input" else out_ch
+    return make_divisible(base * expansion, micro.divisor)
+
+
+def concrete_blocks(space: Space, arch: Architecture) -> list[ConcreteBlock]:
+    stem_out = space.stem[-1].out_channels if space.stem else space.in_channels
+    in_ch = stem_out
+    out: list[ConcreteBlock] = []
+    for spec, choice in zip(space.blocks, arch.blocks, strict=True):
+        mid = mid_channels(space, spec.micro, in_ch, choice.channels, choice.expansion)
+        out.append(
+            ConcreteBlock(
+                in_channels=in_ch,
+                out_channels=choice.channels,
+                mid_channels=mid,
+                expansion=choice.expansion,
+                kernel=choice.kernel,
+                act=choice.act,
+                attention=choice.attention,
+                stride=spec.stride,
+                micro=spec.micro,
+                skip_mismatch=space.skip_mismatch,
+            )
+        )
+        in_ch = choice.channels
+    return out

@@ -1,0 +1,1 @@
+"""The FP-NAS search: configuration, the loop, checkpoints and read-only probes."""

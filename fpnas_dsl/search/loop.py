@@ -1,0 +1,412 @@
+"""FP-NAS, Algorithm 1 of the paper, one iteration at a time.
+
+Per iteration: entropy H -> K -> K samples -> validation log-likelihood (no grad) and
+hinge cost of each -> m_omega = softmax_k(log-likelihood), m_alpha = m_omega - beta C/sum C
+-> weight gradient accumulated over the K samples on the training batch -> alpha gradient
+from the core after the warm-up epochs -> SGD (cosine) on the weights, Adam on alpha.
+At the end of epoch `convert_epoch` a mixed schedule turns FD into JD.
+
+Fixed sampling (PARSEC) and FD-only / JD-only distributions are flags of the same loop.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from fpnas_dsl import cost
+from fpnas_dsl.archfile import save_arch
+from fpnas_dsl.data import (
+    BatchPreparer,
+    DataBundle,
+    Subset,
+    batches,
+    eval_batches,
+    split_halves,
+    steps_per_epoch,
+)
+from fpnas_dsl.distribution import Distribution, Mode
+from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.ir import Space, decode
+from fpnas_dsl.nn import Supernet
+from fpnas_dsl.search import probe
+from fpnas_dsl.search.checkpoint import load_checkpoint, save_checkpoint, space_digest
+from fpnas_dsl.search.config import SearchConfig
+
+#: Training batches used to re-estimate batch-norm statistics of an architecture
+#: before it is scored with the supernet's weights (the running statistics of a
+#: supernet mix every sampled architecture).
+BN_CALIBRATION_BATCHES = 8
+
+
+def importance_weights(
+    log_likelihoods: np.ndarray, costs: np.ndarray, beta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """m_omega = softmax(log-likelihoods), computed in log space; m_alpha adds the cost term."""
+    ll = np.asarray(log_likelihoods, dtype=np.float64)
+    shifted = np.exp(ll - ll.max())
+    m_omega = shifted / shifted.sum()
+    total = float(np.sum(costs))
+    m_alpha = m_omega - beta * costs / total if total > 0 else m_omega.copy()
+    return m_omega, m_alpha
+
+
+def hinge_cost(flops: np.ndarray, target: float) -> np.ndarray:
+    return np.maximum(0.0, flops.astype(np.float64) / target - 1.0)
+
+
+@dataclass
+class Position:
+    """Where the search stands: the next iteration to run, and what has been done."""
+
+    epoch: int = 1
+    step: int = 0
+    samples: int = 0
+    wall: float = 0.0
+    metrics_bytes: int = 0
+
+
+class _StopRequest:
+    """SIGINT sets a flag that the loop honours between iterations (never mid-update)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _StopRequest:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGINT, self._previous)
+
+
+class Search:
+    """One search run in one run directory."""
+
+    def __init__(self, config: SearchConfig, space: Space, data: DataBundle, run_dir: Path) -> None:
+        self.config = config
+        self.space = space
+        self.data = data
+        self.run_dir = run_dir
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.supernet = Supernet(space).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.supernet.parameters(),
+            lr=config.weight_lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+        )
+        self.omega_half, self.alpha_half = split_halves(data.train, config.seed)
+        self.steps = steps_per_epoch(self.omega_half, config.batch_size)
+        if config.steps_per_epoch:
+            self.steps = min(self.steps, config.steps_per_epoch)
+        if self.steps < 1:
+            raise FpnasError(
+                f"batch size {config.batch_size} is larger than half the training set "
+                f"({len(self.omega_half)} images)"
+            )
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.optimizer, T_max=config.epochs * self.steps
+        )
+        mode: Mode = "joint" if config.distribution == "joint" else "factorized"
+        self.dist = Distribution(space.layout.cardinalities, mode=mode, seed=config.seed)
+        self.prepare = BatchPreparer(data, space.resolution, space.in_channels, self.device)
+        self.position = Position()
+        #: Seconds spent in the core, in forward/backward passes, and in everything else.
+        self.times = {"core": 0.0, "fwd_bwd": 0.0, "other": 0.0}
+        self._writer: Any = None
+
+    # ----------------------------------------------------------------------------------
+    # State
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "space_digest": space_digest(self.space),
+            "epoch": self.position.epoch,
+            "step": self.position.step,
+            "samples": self.position.samples,
+            "wall": self.position.wall,
+            "metrics_bytes": self.position.metrics_bytes,
+            "supernet": self.supernet.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "distribution": self.dist.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def restore(self, path: Path) -> None:
+        state = load_checkpoint(path, self.space)
+        try:
+            self.supernet.load_state_dict(state["supernet"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.dist.load_state_dict(state["distribution"])
+            torch.set_rng_state(state["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise FpnasError(f"{path}: checkpoint does not fit this run ({exc})") from None
+        self.position = Position(
+            state["epoch"], state["step"], state["samples"], state["wall"],
+            state.get("metrics_bytes", 0),
+        )
+
+    # ----------------------------------------------------------------------------------
+    # The loop
+
+    def run(self, progress: bool = True) -> dict[str, Any]:
+        from tqdm import tqdm
+
+        metrics_path = self.run_dir / "metrics.jsonl"
+        # A killed run may have logged iterations past its last checkpoint: drop them.
+        with open(metrics_path, "a+b") as fh:
+            fh.truncate(self.position.metrics_bytes)
+        total = self.config.epochs * self.steps
+        done = (self.position.epoch - 1) * self.steps + self.position.step
+        bar = tqdm(total=total, initial=done, disable=not progress, unit="it", dynamic_ncols=True)
+        start_wall = time.perf_counter() - self.position.wall
+        with open(metrics_path, "a") as log, _StopRequest() as stop:
+            while self.position.epoch <= self.config.epochs:
+                epoch = self.position.epoch
+                for x_train, y_train, x_val, y_val in self._epoch_batches(epoch):
+                    if stop.requested:
+                        self.position.wall = time.perf_counter() - start_wall
+                        self._checkpoint(log)
+                        bar.close()
+                        raise FpnasError(
+                            f"interrupted at epoch {epoch}, step {self.position.step}; "
+                            f"resume with: fpnas search --resume {self.run_dir}"
+                        )
+                    record = self.iteration(epoch, x_train, y_train, x_val, y_val)
+                    self.position.step += 1
+                    self.position.wall = time.perf_counter() - start_wall
+                    record["wall"] = round(self.position.wall, 3)
+                    self._log(log, record)
+                    bar.update(1)
+                    bar.set_postfix(epoch=epoch, K=record["k"], H=f"{record['entropy']:.1f}",
+                                    loss=f"{record['train_loss']:.3f}", refresh=False)
+                summary = self.end_of_epoch(epoch)
+                self._log(log, summary)
+                bar.set_postfix(epoch=epoch, H=f"{summary['entropy']:.1f}",
+                                acc=f"{summary['val_acc']:.3f}", refresh=True)
+                self.position.epoch += 1
+                self.position.step = 0
+                self.position.wall = time.perf_counter() - start_wall
+                self._checkpoint(log)
+        bar.close()
+        return self.finish()
+
+    def _epoch_batches(
+        self, epoch: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        cfg = self.config
+        start = self.position.step
+        train = batches(self.omega_half, cfg.batch_size, cfg.seed, epoch, start)
+        val = batches(self.alpha_half, cfg.batch_size, cfg.seed + 1, epoch, start)
+        for _, (xt, yt), (xv, yv) in zip(range(start, self.steps), train, val, strict=False):
+            yield (self.prepare(xt), yt.to(self.device), self.prepare(xv), yv.to(self.device))
+
+    def iteration(
+        self, epoch: int, x_train: torch.Tensor, y_train: torch.Tensor,
+        x_val: torch.Tensor, y_val: torch.Tensor,
+    ) -> dict[str, Any]:
+        cfg = self.config
+        t0 = time.perf_counter()
+        entropy = self.dist.entropy()
+        k = self.dist.sample_size(cfg.lam) if cfg.sampling == "adaptive" else cfg.k
+        archs = self.dist.sample(k)
+        t_core = time.perf_counter() - t0
+
+        flops = cost.flops(self.space, archs)
+        costs = hinge_cost(flops, cfg.target_flops)
+
+        t1 = time.perf_counter()
+        self.supernet.train()
+        log_likelihoods = np.empty(k, dtype=np.float64)
+        with torch.no_grad():
+            for i in range(k):
+                logits = self.supernet(x_val, archs[i])
+                nll = F.cross_entropy(logits, y_val, reduction="sum")
+                log_likelihoods[i] = -float(nll)
+        if not np.all(np.isfinite(log_likelihoods)):
+            self._non_finite(epoch, "validation log-likelihood")
+        m_omega, m_alpha = importance_weights(log_likelihoods, costs, cfg.beta)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        train_loss = 0.0
+        for i in range(k):
+            loss = F.cross_entropy(self.supernet(x_train, archs[i]), y_train)
+            value = loss.detach().item()
+            if not math.isfinite(value):
+                self._non_finite(epoch, f"training loss of sample {i + 1}")
+            (loss * float(m_omega[i])).backward()
+            train_loss += float(m_omega[i]) * value
+        t2 = time.perf_counter()
+
+        alpha_updated = epoch > cfg.warmup
+        if alpha_updated:
+            self.dist.step(archs, m_alpha, cfg.alpha_lr)
+        t3 = time.perf_counter()
+        self.optimizer.step()
+        self.scheduler.step()
+        t4 = time.perf_counter()
+
+        self.position.samples += k
+        times = self.times
+        times["core"] += t_core + (t3 - t2)
+        times["fwd_bwd"] += t2 - t1
+        times["other"] += (t1 - t0 - t_core) + (t4 - t3)
+        return {
+            "type": "iter",
+            "epoch": epoch,
+            "step": self.position.step,
+            "k": k,
+            "entropy": entropy,
+            "train_loss": train_loss,
+            "val_nll": float(-(m_omega * log_likelihoods).sum() / len(y_val)),
+            "flops_mean": float(flops.mean()),
+            "flops_min": int(flops.min()),
+            "flops_max": int(flops.max()),
+            "alpha_updated": alpha_updated,
+            "samples": self.position.samples,
+            "lr": self.scheduler.get_last_lr()[0],
+            "t_core": t_core + (t3 - t2),
+            "t_fwd_bwd": t2 - t1,
+        }
+
+    def _non_finite(self, epoch: int, what: str) -> None:
+        raise FpnasError(
+            f"non-finite {what} at epoch {epoch}, step {self.position.step + 1}: stopping; "
+            f"the last good checkpoint is {self.run_dir / 'checkpoint.pt'}"
+            f" (try a lower --lr)"
+        )
+
+    def end_of_epoch(self, epoch: int) -> dict[str, Any]:
+        best = self.dist.argmax()
+        flops = int(cost.flops(self.space, best[None])[0])
+        accuracy = self.evaluate(best)
+        summary: dict[str, Any] = {
+            "type": "epoch",
+            "epoch": epoch,
+            "entropy": self.dist.entropy(),
+            "k": self.dist.sample_size(self.config.lam)
+            if self.config.sampling == "adaptive" else self.config.k,
+            "expected_flops": probe.expectation(self.dist, lambda a: cost.flops(self.space, a)),
+            "arch_flops": flops,
+            "val_acc": accuracy,
+            "samples": self.position.samples,
+            "alpha_params": self.dist.num_params,
+            "modes": sorted(set(self.dist.modes)),
+            "time_split": dict(self.times),
+        }
+        if self.config.distribution == "mixed" and epoch == self.config.convert_epoch:
+            self.dist.to_joint()
+            summary["converted_to_joint"] = True
+            summary["entropy_after_conversion"] = self.dist.entropy()
+        return summary
+
+    def evaluate(self, arch: np.ndarray, calibrate: int = BN_CALIBRATION_BATCHES) -> float:
+        """Test accuracy of one architecture under the supernet's weights, with its own
+        batch-norm statistics re-estimated on training batches first."""
+        net = self.supernet.subnet(decode(self.space, arch)).to(self.device)
+        for module in net.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.reset_running_stats()
+                module.momentum = None  # cumulative average over the calibration batches
+        net.train()
+        with torch.no_grad():
+            for i, (x, _) in enumerate(batches(self.omega_half, self.config.batch_size, 7, 0)):
+                if i >= calibrate:
+                    break
+                net(self.prepare(x))
+            net.eval()
+            correct = seen = 0
+            for i, (x, y) in enumerate(eval_batches(self.data.test, 256)):
+                if i >= self.config.eval_batches:
+                    break
+                correct += int((net(self.prepare(x)).argmax(1).cpu() == y).sum())
+                seen += len(y)
+        return correct / max(seen, 1)
+
+    def _checkpoint(self, log: TextIO) -> None:
+        log.flush()
+        self.position.metrics_bytes = log.tell()
+        save_checkpoint(self.run_dir, self.state())
+
+    def _log(self, log: TextIO, record: dict[str, Any]) -> None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()  # readable line by line while the run goes on (tail -f, tests)
+        writer = self._tensorboard()
+        step = (record["epoch"] - 1) * self.steps + record.get("step", self.steps)
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in (
+                "epoch", "step", "type"
+            ):
+                writer.add_scalar(f"{record['type']}/{key}", value, step)
+
+    def _tensorboard(self) -> Any:
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._writer
+
+    def finish(self) -> dict[str, Any]:
+        if self._writer is not None:
+            self._writer.close()
+        ranked = probe.top_k(self.dist, 5)
+        entries = []
+        for rank, (log_prob, idx) in enumerate(ranked, start=1):
+            arch = decode(self.space, idx)
+            flops = int(cost.flops(self.space, idx[None])[0])
+            params = int(cost.params(self.space, idx[None])[0])
+            entries.append((rank, log_prob, idx, arch, flops, params))
+        rank, log_prob, idx, arch, flops, params = entries[0]
+        accuracy = self.evaluate(idx, calibrate=BN_CALIBRATION_BATCHES * 2)
+        result = {
+            "flops": flops,
+            "params": params,
+            "accuracy": accuracy,
+            "log_prob": log_prob,
+            "target_flops": self.config.target_flops,
+            "within_target": flops <= 1.05 * self.config.target_flops,
+            "samples": self.position.samples,
+            "wall_seconds": round(self.position.wall, 1),
+        }
+        save_arch(self.run_dir / "arch.json", self.space, arch, **result)
+        top5 = [
+            {"rank": r, "log_prob": lp, "flops": f, "params": p, **a.model_dump(mode="json")}
+            for r, lp, _, a, f, p in entries
+        ]
+        (self.run_dir / "top5.json").write_text(json.dumps(top5, indent=2) + "\n")
+        return result
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FpnasError(
+            f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is "
+            f"False); use --device cpu"
+        )
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise FpnasError(f"--device {name!r}: not a device; use cpu, cuda or cuda:N") from None

@@ -1,0 +1,444 @@
+"""Pictures of an architecture (as the paper's Fig. B.5) and of a search or training run.
+
+Architecture picture: one box per MBConv block, left to right. Box colour = kernel size
+(a skipped block is a light box with a dashed outline), box height proportional to the
+block's output channels, hatching = the nonlinearity (solid ReLU/ReLU6, `///` swish,
+`xxx` hard-swish), the number on top = attention splits as in the paper (0 none, 1
+squeeze-excite, 2 or 4 split-attention), vertical bars where a stride-2 block starts a
+new stage (each stage labelled with its feature-map size). Saved as PNG and SVG.
+
+Run plots (PNG): for a search run, entropy, K, expected FLOPS (and the current most
+probable architecture's) and validation accuracy per epoch from metrics.jsonl; for a
+training run, loss and test accuracy (raw and EMA weights) per epoch.
+
+matplotlib with the Agg backend; no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fpnas_dsl.archfile import load_arch
+from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.ir import ATTENTION_SPLITS, Architecture, ConcreteBlock, Space, concrete_blocks
+from fpnas_dsl.runfiles import ARCH_FILE, METRICS_FILE, atomic_path, read_metrics
+
+ARCH_DPI = 150
+ARCH_HEIGHT_IN = 3.8
+RUN_DPI = 120
+RUN_SIZE_IN = (10.0, 6.5)
+
+KERNEL_COLOURS = {3: "#4c72b0", 5: "#dd8452", 7: "#55a868", 1: "#8172b3", 9: "#c44e52"}
+OTHER_KERNEL_COLOURS = ("#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
+SKIP_FACE, SKIP_EDGE = "#f2f2f2", "#9a9a9a"
+HATCHES = {"relu": "", "relu6": "", "swish": "///", "hswish": "xxx"}
+ACT_LABELS = {"relu": "ReLU", "relu6": "ReLU6", "swish": "swish", "hswish": "hard-swish"}
+
+
+@dataclass
+class ShowReport:
+    written: list[Path] = field(default_factory=list)
+    table: str = ""
+    summary: str = ""
+
+
+# --------------------------------------------------------------------------------------
+# Sizes (tests check the written pictures against these)
+
+
+def architecture_figsize(blocks: int) -> tuple[float, float]:
+    """Figure size in inches of an architecture picture with `blocks` boxes."""
+    width = min(max(2.0 + 0.36 * blocks, 7.0), 40.0)
+    return width, ARCH_HEIGHT_IN
+
+
+def architecture_pixels(blocks: int) -> tuple[int, int]:
+    """(width, height) in pixels of the PNG of an architecture with `blocks` boxes."""
+    w, h = architecture_figsize(blocks)
+    return round(w * ARCH_DPI), round(h * ARCH_DPI)
+
+
+def run_pixels() -> tuple[int, int]:
+    """(width, height) in pixels of a run's PNG plot."""
+    return round(RUN_SIZE_IN[0] * RUN_DPI), round(RUN_SIZE_IN[1] * RUN_DPI)
+
+
+# --------------------------------------------------------------------------------------
+# The table
+
+
+def stage_starts(blocks: list[ConcreteBlock]) -> list[int]:
+    """Indices of the blocks that start a stage: the first, and every stride-2 block."""
+    return [i for i, b in enumerate(blocks) if i == 0 or b.stride > 1]
+
+
+def feature_sizes(space: Space, blocks: list[ConcreteBlock]) -> list[int]:
+    """The output feature-map size of each block (after the stem's strides)."""
+    size = space.resolution
+    for conv in space.stem:
+        size = _strided(size, conv.stride)
+    out = []
+    for b in blocks:
+        size = _strided(size, b.stride)
+        out.append(size)
+    return out
+
+
+def _strided(size: int, stride: int) -> int:
+    return -(-size // stride)
+
+
+def arch_table(space: Space, arch: Architecture) -> str:
+    """A plain-text table of the blocks, one line each."""
+    blocks = concrete_blocks(space, arch)
+    sizes = feature_sizes(space, blocks)
+    starts = set(stage_starts(blocks))
+    head = ("block", "stage", "stride", "size", "in", "out", "exp", "mid", "kernel", "act",
+            "attention")
+    rows: list[tuple[str, ...]] = []
+    stage = 0
+    for i, (b, size) in enumerate(zip(blocks, sizes, strict=True)):
+        stage += i in starts
+        rows.append((
+            str(i + 1), str(stage), str(b.stride), f"{size}x{size}", str(b.in_channels),
+            str(b.out_channels), f"{b.expansion:g}", "-" if b.is_skip else str(b.mid_channels),
+            "skip" if b.is_skip else f"{b.kernel}x{b.kernel}", "-" if b.is_skip else b.act,
+            "-" if b.is_skip else b.attention,
+        ))
+    widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(head)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)
+
+
+def summary_line(space: Space, arch: Architecture, extra: dict[str, Any]) -> str:
+    from fpnas_dsl.cost import arch_cost
+
+    flops, params = arch_cost(space, arch)
+    text = (f"{arch.space}: {len(arch.blocks)} blocks, input {arch.in_channels}x"
+            f"{arch.resolution}x{arch.resolution}, {arch.classes} classes, "
+            f"{int(flops) / 1e6:,.2f} MFLOPS, {int(params) / 1e6:,.3f} M params")
+    accuracy = extra.get("accuracy")
+    if isinstance(accuracy, int | float):
+        text += f", accuracy {accuracy:.2%} (supernet weights)"
+    return text
+
+
+# --------------------------------------------------------------------------------------
+# The architecture picture
+
+
+def _kernel_colour(kernel: int, seen: dict[int, str]) -> str:
+    if kernel in KERNEL_COLOURS:
+        return KERNEL_COLOURS[kernel]
+    if kernel not in seen:
+        seen[kernel] = OTHER_KERNEL_COLOURS[len(seen) % len(OTHER_KERNEL_COLOURS)]
+    return seen[kernel]
+
+
+def draw_architecture(space: Space, arch: Architecture, png: Path, svg: Path | None,
+                      title: str | None = None) -> None:
+    """Draw the Fig. B.5-style picture to `png` (and `svg`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch, Rectangle
+
+    blocks = concrete_blocks(space, arch)
+    if not blocks:
+        raise FpnasError(f"space {space.name!r} has no blocks to draw")
+    sizes = feature_sizes(space, blocks)
+    starts = stage_starts(blocks)
+    top = max(b.out_channels for b in blocks)
+    fig = Figure(figsize=architecture_figsize(len(blocks)), dpi=ARCH_DPI)
+    left = 0.5 / fig.get_figwidth()  # half an inch for the axis labels
+    ax = fig.add_axes((left, 0.2, 0.985 - left, 0.6))
+    extra_colours: dict[int, str] = {}
+    box_w, step = 0.8, 1.0
+    for i, b in enumerate(blocks):
+        x = i * step
+        height = max(b.out_channels / top, 0.02)
+        if b.is_skip:
+            ax.add_patch(Rectangle((x, 0), box_w, height, facecolor=SKIP_FACE,
+                                   edgecolor=SKIP_EDGE, linestyle="--", linewidth=1.0))
+            continue
+        ax.add_patch(Rectangle(
+            (x, 0), box_w, height, facecolor=_kernel_colour(b.kernel, extra_colours),
+            edgecolor="black", linewidth=0.6, hatch=HATCHES.get(b.act, "..."),
+        ))
+        ax.text(x + box_w / 2, height + 0.02, str(ATTENTION_SPLITS.get(b.attention, "?")),
+                ha="center", va="bottom", fontsize=8)
+    n = len(blocks)
+    for s, start in enumerate(starts):
+        end = starts[s + 1] if s + 1 < len(starts) else n
+        if start > 0:
+            ax.axvline(start * step - (step - box_w) / 2, color="black", linewidth=1.6)
+        ax.text((start + end) / 2 * step - (step - box_w) / 2, -0.13,
+                f"{sizes[start]}²", ha="center", va="top", fontsize=8, color="#444444")
+    ax.set_xlim(-0.3, n * step + 0.1)
+    ax.set_ylim(0, 1.12)
+    ax.set_xticks([i * step + box_w / 2 for i in range(n)])
+    ax.set_xticklabels([str(b.out_channels) for b in blocks], fontsize=6, rotation=90)
+    ax.tick_params(axis="x", length=0, pad=2)
+    ax.set_yticks([0, 0.5, 1.0])
+    ax.set_yticklabels(["0", f"{top / 2:g}", f"{top}"], fontsize=7)
+    ax.set_ylabel("channels", fontsize=8)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    handles = []
+    for kernel in sorted({b.kernel for b in blocks if not b.is_skip}):
+        handles.append(Patch(facecolor=_kernel_colour(kernel, extra_colours),
+                             edgecolor="black", label=f"{kernel}x{kernel}"))
+    if any(b.is_skip for b in blocks):
+        handles.append(Patch(facecolor=SKIP_FACE, edgecolor=SKIP_EDGE, linestyle="--",
+                             label="skip"))
+    order = list(ACT_LABELS)
+    acts = {b.act for b in blocks if not b.is_skip}
+    for act in sorted(acts, key=lambda a: (order.index(a) if a in order else len(order), a)):
+        handles.append(Patch(facecolor="white", edgecolor="black", hatch=HATCHES.get(act, "..."),
+                             label=ACT_LABELS.get(act, act)))
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=len(handles),
+              fontsize=7, frameon=False, handlelength=1.6, columnspacing=1.0, borderaxespad=0)
+    fig.text(left, 0.04,
+             "on top: attention splits (0 none, 1 SE, 2/4 split-attention) · height ∝ output "
+             "channels (below) · bars: stages (feature size)", fontsize=6.5, color="#444444")
+    fig.suptitle(title or _title(space, arch), fontsize=9.5, x=left, y=0.97, ha="left")
+    _save(fig, png, "png")
+    if svg is not None:
+        _save(fig, svg, "svg")
+
+
+def _title(space: Space, arch: Architecture) -> str:
+    from fpnas_dsl.cost import arch_cost
+
+    flops, params = arch_cost(space, arch)
+    return (f"{arch.space}: {arch.resolution}²×{arch.in_channels} input, {len(arch.blocks)} "
+            f"MBConv blocks, {int(flops) / 1e6:,.2f} MFLOPS, {int(params) / 1e6:,.3f} M params")
+
+
+def _save(fig: Any, path: Path, fmt: str) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=fig.dpi)
+
+
+# --------------------------------------------------------------------------------------
+# Run plots
+
+
+def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for i, row in enumerate(rows):
+        value = row.get(key)
+        if isinstance(value, int | float) and math.isfinite(value):
+            xs.append(float(row.get("epoch", i + 1)))
+            ys.append(float(value))
+    return xs, ys
+
+
+def _panel(ax: Any, rows: list[dict[str, Any]], keys: list[tuple[str, str, float]],
+           title: str, ylabel: str) -> bool:
+    """Plot the epoch series `keys` (key, label, scale); whether anything was drawn."""
+    drawn = False
+    for key, label, scale in keys:
+        xs, ys = _series(rows, key)
+        if xs:
+            ax.plot(xs, [y * scale for y in ys], marker="o" if len(xs) < 40 else None,
+                    markersize=3, label=label)
+            drawn = True
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("epoch", fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.grid(alpha=0.3)
+    if drawn and len(keys) > 1:
+        ax.legend(fontsize=8)
+    return drawn
+
+
+def _not_recorded(ax: Any) -> None:
+    ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes,
+            color="#888888")
+
+
+def _iteration_x(iters: list[dict[str, Any]]) -> list[float]:
+    """Fractional epochs of iteration lines: epoch e, step s of n -> e - 1 + (s + 1) / n."""
+    steps: dict[int, int] = {}
+    for row in iters:
+        e, s = int(row.get("epoch", 1)), int(row.get("step", 0))
+        steps[e] = max(steps.get(e, 0), s + 1)
+    return [int(r.get("epoch", 1)) - 1 + (int(r.get("step", 0)) + 1) / steps[int(r.get("epoch", 1))]
+            for r in iters]
+
+
+def _overlay_iterations(ax: Any, iters: list[dict[str, Any]], key: str, scale: float,
+                        label: str) -> bool:
+    xs = _iteration_x(iters)
+    pts = [(x, float(r[key]) * scale) for x, r in zip(xs, iters, strict=True)
+           if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#999999", linewidth=0.7,
+                marker="." if len(pts) < 40 else None, markersize=3, alpha=0.8, label=label,
+                zorder=1)
+        ax.legend(fontsize=8)
+    return bool(pts)
+
+
+def plot_search(rows: list[dict[str, Any]], png: Path, title: str,
+                target_flops: float | None = None, warmup: float | None = None,
+                iters: list[dict[str, Any]] | None = None) -> None:
+    """Entropy, K, expected FLOPS and accuracy per epoch of a search run (with the
+    iteration lines, where there are any, drawn thin underneath)."""
+    fig, axes = _run_figure()
+    (h_ax, k_ax), (f_ax, a_ax) = axes
+    drawn = {
+        id(h_ax): _panel(h_ax, rows, [("entropy", "per epoch", 1.0)],
+                         "distribution entropy H", "nats"),
+        id(k_ax): _panel(k_ax, rows, [("k", "per epoch", 1.0)], "samples per iteration K",
+                         "K"),
+        id(f_ax): _panel(f_ax, rows, [("expected_flops", "expected (samples)", 1e-6),
+                                      ("arch_flops", "most probable architecture", 1e-6)],
+                         "FLOPS", "MFLOPS"),
+        id(a_ax): _panel(a_ax, rows, [("val_acc", "validation accuracy", 100.0)],
+                         "accuracy of the most probable architecture", "%"),
+    }
+    if iters:
+        for ax, key, scale, label in ((h_ax, "entropy", 1.0, "per iteration"),
+                                      (k_ax, "k", 1.0, "per iteration"),
+                                      (f_ax, "flops_mean", 1e-6, "samples, per iteration")):
+            drawn[id(ax)] = _overlay_iterations(ax, iters, key, scale, label) or drawn[id(ax)]
+    if target_flops:
+        f_ax.axhline(target_flops / 1e6, color="red", linestyle=":", linewidth=1,
+                     label="target")
+        f_ax.legend(fontsize=8)
+    for ax in (h_ax, k_ax, f_ax, a_ax):
+        if not drawn[id(ax)]:
+            _not_recorded(ax)
+    marks = []
+    if warmup:
+        marks.append((warmup, "#999999", "end of warm-up"))
+    converted = [r.get("epoch") for r in rows if r.get("converted_to_joint")]
+    if converted and isinstance(converted[0], int | float):
+        marks.append((float(converted[0]), "#b07aa1", "FD→JD"))
+    for x, colour, label in marks:
+        for ax in (h_ax, k_ax, f_ax, a_ax):
+            ax.axvline(x, color=colour, linestyle="--", linewidth=0.8, zorder=0,
+                       label=label if ax is h_ax else None)
+    if marks or drawn[id(h_ax)]:
+        h_ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    _save(fig, png, "png")
+
+
+def plot_training(rows: list[dict[str, Any]], png: Path, title: str) -> None:
+    """Loss, accuracy, learning rate and throughput per epoch of a training run."""
+    fig, axes = _run_figure()
+    drawn = [_panel(axes[0][0], rows, [("train_loss", "train (smoothed labels)", 1.0),
+                                       ("test_loss", "test", 1.0),
+                                       ("test_loss_ema", "test, EMA", 1.0)],
+                    "loss", "cross-entropy"),
+             _panel(axes[0][1], rows, [("train_acc", "train (augmented)", 100.0),
+                                       ("test_acc", "test", 100.0),
+                                       ("test_acc_ema", "test, EMA", 100.0)], "accuracy", "%"),
+             _panel(axes[1][0], rows, [("lr", "learning rate", 1.0)],
+                    "learning rate (end of epoch)", "lr"),
+             _panel(axes[1][1], rows, [("images_per_s", "images/s", 1.0)],
+                    "training throughput", "images/s")]
+    for ax, done in zip([a for r in axes for a in r], drawn, strict=True):
+        if not done:
+            _not_recorded(ax)
+    fig.suptitle(title, fontsize=11)
+    _save(fig, png, "png")
+
+
+def _run_figure() -> tuple[Any, list[list[Any]]]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=RUN_SIZE_IN, dpi=RUN_DPI)
+    grid = fig.subplots(2, 2)
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.9, hspace=0.42, wspace=0.2)
+    return fig, [list(grid[0]), list(grid[1])]
+
+
+# --------------------------------------------------------------------------------------
+# The command's work
+
+
+def show(source: Path | str, prefix: Path | str | None = None) -> ShowReport:
+    """Draw an arch.json, or a run directory's architecture and metrics."""
+    source = Path(source)
+    report = ShowReport()
+    if source.is_dir():
+        arch_path = source / ARCH_FILE
+        rows = read_metrics(source / METRICS_FILE)
+        iters = read_metrics(source / METRICS_FILE, "iter")
+        if not arch_path.is_file() and not rows and not iters:
+            raise FpnasError(f"{source}: neither {ARCH_FILE} nor metrics in {METRICS_FILE}")
+        base = Path(prefix) if prefix else source / "arch"
+    else:
+        if not source.exists():
+            raise FpnasError(f"{source}: no such file or directory")
+        arch_path, rows, iters = source, [], []
+        base = Path(prefix) if prefix else source.with_suffix("")
+    if arch_path.is_file():
+        space, arch, extra = load_arch(arch_path)
+        report.summary = summary_line(space, arch, extra)
+        report.table = arch_table(space, arch)
+        png, svg = _with_suffix(base, ".png"), _with_suffix(base, ".svg")
+        draw_architecture(space, arch, png, svg)
+        report.written += [png, svg]
+    if rows or iters:
+        name = source.resolve().name or str(source)
+        if iters or any("entropy" in r or "k" in r for r in rows):
+            png = _run_png(source, prefix, "search")
+            target, warmup = _search_settings(source)
+            plot_search(rows, png, f"search run {name}", target, warmup, iters)
+        else:
+            png = _run_png(source, prefix, "training")
+            plot_training(rows, png, f"training run {name}")
+        report.written.append(png)
+    return report
+
+
+def _run_png(run_dir: Path, prefix: Path | str | None, kind: str) -> Path:
+    return Path(f"{prefix}-{kind}.png") if prefix else run_dir / f"{kind}.png"
+
+
+def _with_suffix(base: Path, suffix: str) -> Path:
+    return base.with_name(base.name + suffix)
+
+
+def _search_settings(run_dir: Path) -> tuple[float | None, float | None]:
+    """The FLOPS target and warm-up epochs of a search run, where its config records them."""
+    for name in ("config.json", "run.json"):
+        path = run_dir / name
+        if not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        flat = _flatten(doc)
+        target = next((v for k, v in flat.items() if k.endswith("target_flops")), None)
+        warmup = next((v for k, v in flat.items() if k.endswith("warmup_epochs")), None)
+        return (float(target) if isinstance(target, int | float) else None,
+                float(warmup) if isinstance(warmup, int | float) else None)
+    return None, None
+
+
+def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if isinstance(doc, dict):
+        for k, v in doc.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix.rstrip(".")] = doc
+    return out

@@ -1,0 +1,672 @@
+"""Train one architecture from scratch with the paper's recipe (Section 5.1, appendix C).
+
+The paper trains its searched networks for 420 epochs on 64 GPUs (batch 4096) with
+RMSProp (momentum 0.9), an initial learning rate of 0.2048 decayed by 0.9875 per epoch,
+label smoothing, AutoAugment and an exponential moving average (EMA) of the weights.
+Here every part is a setting of `TrainConfig` (and a flag of `fpnas train`):
+
+- **optimizer**: `rmsprop` is TensorFlow's RMSProp, which the EfficientNet/MnasNet line of
+  recipes (and the paper's numbers 0.2048, 0.9875) come from: the squared-gradient average
+  starts at 1 and decays with rho 0.9, epsilon 1e-3 sits *inside* the square root, momentum
+  0.9 accumulates lr-scaled steps. PyTorch's `torch.optim.RMSprop` differs on all three
+  (starts at 0, epsilon outside the root) and takes steps ~30x larger early on; `sgd`
+  (Nesterov momentum) is the alternative. Weight decay 1e-5 (L2, as EfficientNet).
+- **learning rate**: scaled linearly with the batch: 0.2048 * batch / 4096 (0.016 per 256
+  images), decayed per epoch as a staircase, as in the paper, or by a cosine schedule; a
+  linear warm-up over `warmup_epochs` first. The paper's 0.9875 per epoch takes its
+  420-epoch run down to 0.5% of the initial rate; a 20-epoch run with that factor would
+  end at 78% and never anneal. So `lr_decay=None` (the default) keeps the paper's *total*
+  decay: 0.9875^(420 / epochs) per epoch (0.9875 itself at 420 epochs). Give
+  `lr_decay=0.9875` for the literal per-epoch factor.
+- **label smoothing** 0.1 (the standard value, Szegedy et al.).
+- **AutoAugment** (torchvision, ImageNet policy), drawn per image on uint8 tensors (a
+  batched call would apply one draw to the whole batch); 1-channel images work. Off by
+  default at resolutions below 64: on 28x28 Fashion-MNIST it cost accuracy in short runs
+  (see BENCHMARKS.md); on by default above.
+- plus the usual random crop (zero padding, resolution/8) and horizontal flip.
+- **EMA** of parameters and batch-norm statistics with TensorFlow's warm-up
+  (decay_t = min(decay, (1 + t) / (10 + t))), evaluated on the test split next to the raw
+  weights. The paper's 0.9999 averages over ~10,000 steps, a tenth of its 131,000-step
+  run; `ema_decay=None` keeps that proportion for any run length (capped at 0.9999).
+
+A training directory holds config.json, arch.json, metrics.jsonl (one line per epoch),
+train_state.pt (the resumable state, written atomically each epoch), model.pt and
+model_ema.pt (state_dicts of the standalone network) and, at the end, result.json. A
+resumed run draws the same batches and augmentations as an uninterrupted one: the order
+and the random state of each epoch are functions of (seed, epoch).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fpnas_dsl.archfile import arch_document, load_arch
+from fpnas_dsl.data import (
+    BatchPreparer,
+    DataBundle,
+    ImageSet,
+    Subset,
+    batches,
+    eval_batches,
+    load_data,
+)
+from fpnas_dsl.data import steps_per_epoch as count_steps
+from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.ir import Architecture, Space
+from fpnas_dsl.runfiles import (
+    ARCH_FILE,
+    METRICS_FILE,
+    TRAIN_MODEL,
+    TRAIN_MODEL_EMA,
+    TRAIN_RESULT,
+    TRAIN_STATE,
+    atomic_path,
+    read_metrics,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+CONFIG_FILE = "config.json"
+STATE_FORMAT = "fpnas-train-state/1"
+PAPER_LR, PAPER_BATCH = 0.2048, 4096
+PAPER_EMA_DECAY = 0.9999
+PAPER_LR_DECAY, PAPER_EPOCHS = 0.9875, 420
+#: The paper's EMA horizon (1 / (1 - 0.9999) = 10,000 steps) is ~1/13 of its run
+#: (420 epochs x 312 steps); the automatic decay keeps a horizon of this share of the run.
+EMA_HORIZON_SHARE = 0.08
+AUTOAUGMENT_MIN_RESOLUTION = 64
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run; saved as config.json and read back by --resume."""
+
+    data: str = "fashion-mnist"
+    data_dir: str | None = None
+    epochs: int = 30
+    batch_size: int = 128
+    optimizer: Literal["rmsprop", "sgd"] = "rmsprop"
+    #: None: 0.2048 * batch_size / 4096 for rmsprop (the paper), 0.1 * batch / 256 for sgd
+    lr: float | None = None
+    schedule: Literal["exp", "cosine"] = "exp"
+    #: per-epoch factor; None: 0.9875^(420 / epochs), the paper's total decay over the run
+    lr_decay: float | None = None
+    warmup_epochs: float = 1.0
+    momentum: float = 0.9
+    rmsprop_rho: float = 0.9
+    rmsprop_eps: float = 1e-3
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.1
+    #: None: on at resolutions >= 64, off below (see the module docstring)
+    autoaugment: bool | None = None
+    autoaugment_policy: Literal["imagenet", "cifar10", "svhn"] = "imagenet"
+    #: None: resolution // 8; 0 disables the random crop
+    crop_padding: int | None = None
+    flip: bool = True
+    #: None: the paper's horizon share of the run, capped at 0.9999; 0 disables EMA
+    ema_decay: float | None = None
+    #: train on a fixed random subset of this many images (quick experiments); None: all
+    train_subset: int | None = None
+    #: channels-last memory format (faster convolutions on the CPU and on GPUs)
+    channels_last: bool = True
+    eval_every: int = 1
+    eval_batch_size: int = 500
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool | None = None
+
+    def resolved(self, steps_per_epoch: int, resolution: int) -> TrainConfig:
+        """The same config with every automatic (None) setting made concrete."""
+        out = dataclasses.replace(self)
+        if out.lr is None:
+            base = PAPER_LR / PAPER_BATCH if out.optimizer == "rmsprop" else 0.1 / 256
+            out.lr = base * out.batch_size
+        if out.lr_decay is None:
+            out.lr_decay = PAPER_LR_DECAY ** (PAPER_EPOCHS / out.epochs)
+        if out.autoaugment is None:
+            out.autoaugment = resolution >= AUTOAUGMENT_MIN_RESOLUTION
+        if out.crop_padding is None:
+            out.crop_padding = max(resolution // 8, 0)
+        if out.ema_decay is None:
+            horizon = EMA_HORIZON_SHARE * out.epochs * steps_per_epoch
+            out.ema_decay = min(PAPER_EMA_DECAY, max(0.0, 1.0 - 1.0 / max(horizon, 1.0)))
+        return out
+
+    def check(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"--epochs must be >= 1 (got {self.epochs})")
+        if self.batch_size < 1:
+            problems.append(f"--batch-size must be >= 1 (got {self.batch_size})")
+        if self.lr is not None and not self.lr > 0:
+            problems.append(f"--lr must be > 0 (got {self.lr})")
+        if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
+            problems.append(f"--lr-decay must be in (0, 1] (got {self.lr_decay})")
+        if self.warmup_epochs < 0:
+            problems.append(f"--warmup-epochs must be >= 0 (got {self.warmup_epochs})")
+        if not 0 <= self.label_smoothing < 1:
+            problems.append(f"--label-smoothing must be in [0, 1) (got {self.label_smoothing})")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            problems.append(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
+        if self.crop_padding is not None and self.crop_padding < 0:
+            problems.append(f"--crop-padding must be >= 0 (got {self.crop_padding})")
+        if self.train_subset is not None and self.train_subset < 1:
+            problems.append(f"--train-subset must be >= 1 (got {self.train_subset})")
+        if self.eval_every < 1:
+            problems.append(f"--eval-every must be >= 1 (got {self.eval_every})")
+        if problems:
+            raise FpnasError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in doc.items() if k in known})
+
+
+# --------------------------------------------------------------------------------------
+# The recipe's parts
+
+
+class RMSpropTF(torch.optim.Optimizer):
+    """TensorFlow's RMSProp with momentum (what the paper's hyper-parameters assume).
+
+    ms <- rho ms + (1 - rho) g^2          (ms starts at 1)
+    mom <- momentum mom + lr g / sqrt(ms + eps)
+    p <- p - mom
+    with g including the L2 term weight_decay * p.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]],
+        lr: float,
+        rho: float = 0.9,
+        momentum: float = 0.9,
+        eps: float = 1e-3,
+        weight_decay: float = 0.0,
+    ) -> None:
+        defaults = {"lr": lr, "rho": rho, "momentum": momentum, "eps": eps,
+                    "weight_decay": weight_decay}
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads: list[torch.Tensor] = [p.grad for p in params if p.grad is not None]
+            if group["weight_decay"]:
+                grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
+            ms, mom = [], []
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["square_avg"] = torch.ones_like(p)
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                ms.append(state["square_avg"])
+                mom.append(state["momentum_buffer"])
+            rho = group["rho"]
+            torch._foreach_mul_(ms, rho)
+            torch._foreach_addcmul_(ms, grads, grads, value=1 - rho)
+            denom = torch._foreach_add(ms, group["eps"])
+            torch._foreach_sqrt_(denom)
+            torch._foreach_mul_(mom, group["momentum"])
+            torch._foreach_addcdiv_(mom, grads, denom, value=group["lr"])
+            torch._foreach_sub_(params, mom)
+        return loss
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    assert cfg.lr is not None
+    # No weight decay on batch-norm and bias parameters (1-d tensors), as usual.
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "rmsprop":
+        return RMSpropTF(groups, lr=cfg.lr, rho=cfg.rmsprop_rho, momentum=cfg.momentum,
+                         eps=cfg.rmsprop_eps)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+
+
+def learning_rate(cfg: TrainConfig, progress: float) -> float:
+    """The learning rate at `progress` epochs (a float: epoch + step / steps)."""
+    assert cfg.lr is not None
+    if progress < cfg.warmup_epochs:
+        return cfg.lr * progress / cfg.warmup_epochs
+    if cfg.schedule == "cosine":
+        span = max(cfg.epochs - cfg.warmup_epochs, 1e-9)
+        done = min((progress - cfg.warmup_epochs) / span, 1.0)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * done))
+    # The paper's staircase: the rate drops by lr_decay at the end of each epoch.
+    assert cfg.lr_decay is not None
+    return float(cfg.lr * cfg.lr_decay ** math.floor(progress))
+
+
+class EMA:
+    """Exponential moving average of a module's parameters and floating-point buffers."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.decay = decay
+        self.updates = 0
+        self._pairs = self._tensor_pairs(model)
+
+    def _tensor_pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                      list[torch.Tensor], list[torch.Tensor]]:
+        mine, theirs = self.module.state_dict(), model.state_dict()
+        fl = [k for k, v in mine.items() if v.is_floating_point()]
+        other = [k for k, v in mine.items() if not v.is_floating_point()]
+        return ([mine[k] for k in fl], [theirs[k] for k in fl],
+                [mine[k] for k in other], [theirs[k] for k in other])
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        mine_f, theirs_f, mine_o, theirs_o = self._pairs
+        torch._foreach_lerp_(mine_f, theirs_f, 1.0 - decay)
+        for a, b in zip(mine_o, theirs_o, strict=True):
+            a.copy_(b)
+
+
+class Augmenter:
+    """Training augmentation on uint8 batches [B, C, H, W]: random crop from a zero-padded
+    image, horizontal flip, AutoAugment per image."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.padding = int(cfg.crop_padding or 0)
+        self.flip = cfg.flip
+        self.autoaugment: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if cfg.autoaugment:
+            from torchvision.transforms import v2
+
+            policy = v2.AutoAugmentPolicy(cfg.autoaugment_policy)
+            self.autoaugment = v2.AutoAugment(policy)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = images.shape
+        if self.autoaugment is not None:
+            # One draw per image: a batched call would augment the whole batch alike.
+            images = torch.stack([self.autoaugment(img) for img in images])
+        if self.padding:
+            p = self.padding
+            padded = F.pad(images, (p, p, p, p))
+            dy = torch.randint(0, 2 * p + 1, (b, 1, 1, 1))
+            dx = torch.randint(0, 2 * p + 1, (b, 1, 1, 1))
+            rows = (dy + torch.arange(h).view(1, 1, h, 1)).expand(b, c, h, w)
+            cols = (dx + torch.arange(w).view(1, 1, 1, w)).expand(b, c, h, w)
+            flat = padded.flatten(2)
+            images = flat.gather(2, (rows * (w + 2 * p) + cols).flatten(2)).view(b, c, h, w)
+        if self.flip:
+            mask = torch.rand(b) < 0.5
+            images = torch.where(mask.view(b, 1, 1, 1), images.flip(-1), images)
+        return images
+
+
+# --------------------------------------------------------------------------------------
+# What to train
+
+
+def resolve_architecture(
+    arch_arg: str,
+    data: DataBundle | None = None,
+    resolution: int | None = None,
+    in_channels: int | None = None,
+    classes: int | None = None,
+) -> tuple[Space, Architecture]:
+    """An arch.json, or a fixed space (a bundled name or .space path with exactly one
+    architecture) instantiated for the data (resolution, channels, classes) unless the
+    overrides say otherwise."""
+    path = Path(arch_arg)
+    if path.suffix == ".json" or path.is_dir():
+        if path.is_dir():
+            path = path / ARCH_FILE
+        space, arch, _ = load_arch(path)
+        if resolution or in_channels or classes:
+            space = space.with_input(resolution, in_channels, classes)
+            arch = arch.model_copy(update={
+                "resolution": space.resolution, "in_channels": space.in_channels,
+                "classes": space.classes,
+            })
+        return space, arch
+    from fpnas_dsl import ir
+    from fpnas_dsl.parser import load_space
+
+    if data is not None:
+        resolution = resolution or data.resolution
+        in_channels = in_channels or data.channels
+        classes = classes or data.classes
+    space = load_space(arch_arg, resolution, in_channels, classes)
+    count = ir.count_architectures(space)
+    if count != 1:
+        raise FpnasError(
+            f"{arch_arg}: space {space.name!r} has {count:,} architectures; train takes one "
+            "(an arch.json from `fpnas search`, or a space whose choices are all fixed)"
+        )
+    lay = space.layout
+    zeros = [[0] * lay.max_variables for _ in lay.decisions]
+    return space, ir.decode(space, zeros)
+
+
+def check_fits(arch: Architecture, data: DataBundle) -> None:
+    if arch.classes != data.classes:
+        raise FpnasError(
+            f"the architecture has {arch.classes} classes and the data set {data.name!r} has "
+            f"{data.classes}; pass --classes {data.classes} (for a space) or search again"
+        )
+    if arch.in_channels != data.channels and data.channels != 1:
+        raise FpnasError(
+            f"the architecture takes {arch.in_channels} input channels and the data set "
+            f"{data.name!r} has {data.channels}"
+        )
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FpnasError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise FpnasError("--device cuda: no CUDA device is available")
+    return device
+
+
+# --------------------------------------------------------------------------------------
+# The loop
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    epochs: int
+    test_acc: float
+    test_acc_ema: float | None
+    best_weights: str
+    wall_s: float
+    flops: int
+    params: int
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["out"] = str(self.out)
+        return doc
+
+
+Log = Callable[[str], None]
+
+
+def evaluate(
+    model: nn.Module, test: ImageSet, prep: BatchPreparer, batch_size: int,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) on a split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct, total, loss = 0, 0, 0.0
+    with torch.no_grad():
+        for images, labels in eval_batches(test, batch_size):
+            labels = labels.to(prep.device)
+            logits = model(prep(images).contiguous(memory_format=memory_format))
+            loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+            correct += int((logits.argmax(1) == labels).sum())
+            total += int(labels.numel())
+    model.train(was_training)
+    return correct / max(total, 1), loss / max(total, 1)
+
+
+def train(
+    arch_arg: str | None,
+    out: Path,
+    cfg: TrainConfig,
+    *,
+    resume: bool = False,
+    epochs: int | None = None,
+    resolution: int | None = None,
+    in_channels: int | None = None,
+    classes: int | None = None,
+    log: Log = print,
+) -> TrainResult:
+    """Train from scratch into `out` (or continue the run in `out` when `resume`)."""
+    from fpnas_dsl.export import architecture_cost, build_standalone
+
+    out = Path(out)
+    state: dict[str, Any] | None = None
+    if resume:
+        cfg, space, arch, state = _open_resume(out, epochs, cfg)
+    else:
+        if epochs is not None:
+            cfg.epochs = epochs
+        cfg.check()
+        if arch_arg is None:
+            raise FpnasError("give an architecture (ARCH.json or a fixed space) or --resume DIR")
+        if (out / TRAIN_STATE).exists():
+            raise FpnasError(f"{out}: holds a training run already; continue it with --resume "
+                             f"{out}, or choose another --out")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    data = load_data(cfg.data, cfg.data_dir, cfg.seed)
+    if cfg.train_subset is not None and cfg.train_subset < len(data.train):
+        gen = torch.Generator().manual_seed(cfg.seed)
+        keep = torch.randperm(len(data.train), generator=gen)[: cfg.train_subset]
+        data.train = Subset(data.train, keep)
+    if not resume:
+        assert arch_arg is not None
+        space, arch = resolve_architecture(arch_arg, data, resolution, in_channels, classes)
+    check_fits(arch, data)
+    steps = count_steps(data.train, cfg.batch_size)
+    if steps < 1:
+        raise FpnasError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} "
+                         "training images")
+    # Augmentation runs on the data's images, before they are resized for the network.
+    cfg = cfg.resolved(steps, data.resolution)
+    flops, params = architecture_cost(space, arch)
+
+    torch.manual_seed(cfg.seed)
+    model = build_standalone(space, arch).to(device)
+    memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    optimizer = make_optimizer(model, cfg)
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
+    start_epoch, wall = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.module.load_state_dict(state["ema"])
+            ema.updates = int(state["ema_updates"])
+        start_epoch, wall = int(state["epoch"]), float(state["wall"])
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / CONFIG_FILE, asdict(cfg))
+        write_json_atomic(out / ARCH_FILE, arch_document(space, arch, flops=flops, params=params))
+    _truncate_metrics(out / METRICS_FILE, start_epoch)
+
+    prep = BatchPreparer(data, arch.resolution, arch.in_channels, device)
+    augment = Augmenter(cfg)
+    criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    log(
+        f"training {arch.space} ({flops / 1e6:.2f} MFLOPS, {params / 1e6:.3f} M params, "
+        f"{arch.in_channels}x{arch.resolution}x{arch.resolution}) on {data.name}: "
+        f"{cfg.epochs} epochs x {steps} steps of {cfg.batch_size}, {cfg.optimizer} lr "
+        f"{cfg.lr:.4g}, label smoothing {cfg.label_smoothing}, autoaugment "
+        f"{'on' if cfg.autoaugment else 'off'}, EMA {cfg.ema_decay:.5g}, device {device}"
+        + (f", resuming after epoch {start_epoch}" if start_epoch else "")
+    )
+    test_acc, test_acc_ema = float("nan"), None
+    if start_epoch:
+        last = read_metrics(out / METRICS_FILE)
+        if last:
+            test_acc = float(last[-1].get("test_acc", float("nan")))
+            test_acc_ema = last[-1].get("test_acc_ema")
+
+    from tqdm import tqdm
+
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        # The random state of an epoch depends on (seed, epoch) alone: resumable exactly.
+        torch.manual_seed(cfg.seed * 1_000_003 + epoch + 1)
+        began = time.perf_counter()
+        seen, correct, loss_sum = 0, 0, 0.0
+        bar = tqdm(
+            batches(data.train, cfg.batch_size, cfg.seed, epoch), total=steps,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=_no_bar(cfg), leave=False,
+            unit="batch", dynamic_ncols=True,
+        )
+        for step, (images, labels) in enumerate(bar):
+            lr = learning_rate(cfg, epoch + step / steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = prep(augment(images)).contiguous(memory_format=memory_format)
+            labels = labels.to(device)
+            logits = model(x)
+            loss = criterion(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update()
+            n = int(labels.numel())
+            seen += n
+            loss_sum += float(loss.detach()) * n
+            correct += int((logits.argmax(1) == labels).sum())
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
+                                lr=f"{lr:.2e}")
+        bar.close()
+        if not math.isfinite(loss_sum):
+            raise FpnasError(f"training diverged in epoch {epoch + 1} (loss is not finite); "
+                             "try a lower --lr or more --warmup-epochs")
+        train_s = time.perf_counter() - began
+        wall += train_s
+        row: dict[str, Any] = {
+            "type": "epoch", "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
+            "train_acc": correct / seen, "images": seen, "epoch_s": round(train_s, 3),
+            "images_per_s": round(seen / train_s, 1), "wall": round(wall, 3),
+        }
+        last_epoch = epoch + 1 == cfg.epochs
+        if last_epoch or (epoch + 1) % cfg.eval_every == 0:
+            test_acc, test_loss = evaluate(model, data.test, prep, cfg.eval_batch_size,
+                                           memory_format)
+            row.update(test_acc=test_acc, test_loss=test_loss)
+            if ema is not None:
+                test_acc_ema, test_loss_ema = evaluate(ema.module, data.test, prep,
+                                                       cfg.eval_batch_size, memory_format)
+                row.update(test_acc_ema=test_acc_ema, test_loss_ema=test_loss_ema)
+        _save_epoch(out, epoch + 1, model, optimizer, ema, wall, cfg)
+        with (out / METRICS_FILE).open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        log(_epoch_line(row, cfg.epochs))
+
+    best = TRAIN_MODEL
+    if test_acc_ema is not None and float(test_acc_ema) >= test_acc:
+        best = TRAIN_MODEL_EMA
+    result = TrainResult(out, cfg.epochs, test_acc, test_acc_ema if ema else None, best,
+                         round(wall, 3), flops, params)
+    doc = result.to_json()
+    doc.update(space=arch.space, resolution=arch.resolution, data=cfg.data,
+               config=asdict(cfg))
+    write_json_atomic(out / TRAIN_RESULT, doc)
+    return result
+
+
+def _no_bar(cfg: TrainConfig) -> bool | None:
+    # tqdm: None = only on a terminal
+    return None if cfg.progress is None else not cfg.progress
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    text = (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train acc "
+            f"{row['train_acc']:.4f}")
+    if "test_acc" in row:
+        text += f", test acc {row['test_acc']:.4f}"
+    if "test_acc_ema" in row:
+        text += f" (EMA {row['test_acc_ema']:.4f})"
+    return text + f", {row['images_per_s']:.0f} img/s, {row['wall']:.0f} s"
+
+
+def _save_epoch(
+    out: Path, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+    ema: EMA | None, wall: float, cfg: TrainConfig,
+) -> None:
+    cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {
+        "format": STATE_FORMAT, "epoch": epoch, "wall": wall, "config": asdict(cfg),
+        "model": cpu, "optimizer": optimizer.state_dict(),
+        "ema": ema.module.state_dict() if ema is not None else None,
+        "ema_updates": ema.updates if ema is not None else 0,
+    }
+    _torch_save_atomic(state, out / TRAIN_STATE)
+    _torch_save_atomic(cpu, out / TRAIN_MODEL)
+    if ema is not None:
+        ema_cpu = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
+        _torch_save_atomic(ema_cpu, out / TRAIN_MODEL_EMA)
+
+
+def _torch_save_atomic(obj: Any, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _truncate_metrics(path: Path, epochs_done: int) -> None:
+    """Drop metric lines of epochs after the checkpoint (a run stopped between the two)."""
+    if not path.exists():
+        return
+    keep = [
+        line for line in path.read_text().splitlines()
+        if line.strip() and _line_epoch(line) <= epochs_done
+    ]
+    write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def _line_epoch(line: str) -> int:
+    try:
+        return int(json.loads(line).get("epoch", 0))
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
+        return 1 << 30  # a partial line: dropped
+
+
+def _open_resume(
+    out: Path, epochs: int | None, overrides: TrainConfig
+) -> tuple[TrainConfig, Space, Architecture, dict[str, Any]]:
+    path = out / TRAIN_STATE
+    if not path.is_file():
+        raise FpnasError(f"{out}: nothing to resume (no {TRAIN_STATE})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # damaged file: torch raises many types
+        raise FpnasError(f"{path}: corrupt or unreadable training state ({type(exc).__name__})") \
+            from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise FpnasError(f"{path}: not an fpnas training state (expected {STATE_FORMAT})")
+    cfg = TrainConfig.from_dict(state["config"])
+    if epochs is not None:
+        cfg.epochs = epochs  # continue to a new total
+    cfg.progress = overrides.progress
+    cfg.threads = overrides.threads or cfg.threads
+    cfg.check()
+    space, arch, _ = load_arch(out / ARCH_FILE)
+    return cfg, space, arch, state

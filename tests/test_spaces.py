@@ -1,0 +1,241 @@
+"""The bundled spaces: golden summaries, hand-computed counts, lossless IR round trips.
+
+Regenerate the golden files after an intended change with
+
+    FPNAS_REGEN_GOLDEN=1 python -m pytest tests/test_spaces.py
+    # or: python tests/test_spaces.py --regen
+
+and review the diff of tests/golden/*.json before committing it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fpnas_dsl import ir, resources
+from fpnas_dsl.parser import load_space
+from fpnas_dsl.summary import render, summarize
+
+GOLDEN = Path(__file__).parent / "golden"
+SPACES = resources.bundled_spaces()
+EXPECTED = [
+    "fbnetv2_f",
+    "fbnetv2_f_fine",
+    "fbnetv2_f_pp",
+    "fpnas_l0",
+    "fpnas_l1",
+    "fpnas_l2",
+    "mobilenet_v2",
+]
+REQUIRED_KEYS = {
+    "name",
+    "resolution",
+    "blocks",
+    "decisions",
+    "architectures",
+    "log10_architectures",
+    "uniform_entropy_nats",
+    "initial_k",
+    "alpha_params_factorized",
+    "alpha_params_joint",
+}
+
+
+def golden_summary(name: str) -> dict[str, Any]:
+    # The golden files pin the space, not the cost model (which has tests of its own).
+    return summarize(load_space(name), cost=False)
+
+
+def regenerate() -> None:
+    GOLDEN.mkdir(exist_ok=True)
+    for name in SPACES:
+        text = json.dumps(golden_summary(name), indent=2, sort_keys=True) + "\n"
+        (GOLDEN / f"{name}.json").write_text(text, encoding="utf-8")
+        print(f"wrote {GOLDEN / name}.json")
+
+
+def test_the_seven_spaces_are_bundled() -> None:
+    assert SPACES == EXPECTED
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_golden_summary(name: str) -> None:
+    if os.environ.get("FPNAS_REGEN_GOLDEN"):
+        regenerate()
+    summary = golden_summary(name)
+    assert set(summary) >= REQUIRED_KEYS
+    path = GOLDEN / f"{name}.json"
+    assert path.is_file(), f"no golden file {path}: run FPNAS_REGEN_GOLDEN=1 pytest {__file__}"
+    expected = json.loads(path.read_text(encoding="utf-8"))
+    assert _approx(json.loads(json.dumps(summary))) == expected
+
+
+def _approx(value: Any) -> Any:
+    """Floats compared to 1e-12 relative, everything else exactly."""
+    if isinstance(value, float):
+        return pytest.approx(value, rel=1e-12, abs=1e-12)
+    if isinstance(value, dict):
+        return {k: _approx(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_approx(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_ir_json_round_trip_is_identity(name: str) -> None:
+    space = load_space(name)
+    again = ir.Space.model_validate_json(space.model_dump_json())
+    assert again.model_dump() == space.model_dump()
+    assert again == space
+    assert ir.count_architectures(again) == ir.count_architectures(space)
+    assert again.layout == space.layout
+
+
+@pytest.mark.parametrize("name", SPACES)
+def test_summary_renders(name: str) -> None:
+    space = load_space(name)
+    text = render(summarize(space, cost=False), space)
+    assert f"space {name}" in text
+    assert str(ir.count_architectures(space)) in text
+
+
+# ---- FBNetV2-F by hand ----------------------------------------------------------------
+
+#: Table 1: (channels choices, repeat, stride); row 1 has expansion 1, the rest 6 choices.
+TABLE_1 = [
+    ((12, 16), 1, 1),
+    ((16, 20, 24), 1, 2),
+    ((16, 20, 24), 2, 1),
+    ((16, 24, 32, 40), 1, 2),
+    ((16, 24, 32, 40), 2, 1),
+    ((48, 56, 64, 72, 80), 1, 2),
+    ((48, 56, 64, 72, 80), 2, 1),
+    ((72, 80, 88, 96, 104, 112), 3, 1),
+    (tuple(range(112, 185, 8)), 1, 2),
+    (tuple(range(112, 185, 8)), 3, 1),
+]
+
+
+def test_fbnetv2_f_layout_by_hand() -> None:
+    space = load_space("fbnetv2_f")
+    micro = ("kernel", "act", "attention")
+    expected: list[tuple[str, tuple[str, ...], tuple[int, ...], tuple[int, ...]]] = [
+        ("row1", (*micro, "channels"), (3, 2, 2, 2), (0,))
+    ]
+    block = 1
+    for r, (channels, repeat, _) in enumerate(TABLE_1[1:], start=2):
+        blocks = tuple(range(block, block + repeat))
+        expected.append(
+            (f"row{r}", (*micro, "expansion", "channels"), (3, 2, 2, 6, len(channels)), blocks)
+        )
+        block += repeat
+    got = [(d.name, d.variables, d.cardinalities, d.blocks) for d in space.layout.decisions]
+    assert got == expected
+    assert [b.stride for b in space.blocks] == [
+        stride if i == 0 else 1 for _, repeat, stride in TABLE_1 for i in range(repeat)
+    ]
+    assert len(space.blocks) == 17
+    for (channels, _, _), row in zip(TABLE_1, space.rows, strict=True):
+        assert row.channels.choices == channels
+    assert space.rows[1].expansion.choices == (0.75, 1.5, 2.25, 3.0, 3.75, 4.5)
+
+
+def test_fbnetv2_f_count_by_hand() -> None:
+    space = load_space("fbnetv2_f")
+    # Row 1: kernel 3 x act 2 x SE 2 x channels 2; rows 2-10: 3 x 2 x 2 x expansion 6 x channels.
+    count = 3 * 2 * 2 * 2
+    for channels, _, _ in TABLE_1[1:]:
+        count *= 3 * 2 * 2 * 6 * len(channels)
+    assert count == 2695612494689630945280000
+    assert ir.count_architectures(space) == count
+    summary = summarize(space, cost=False)
+    assert summary["architectures"] == "2695612494689630945280000"
+    assert summary["log10_architectures"] == pytest.approx(24.4306, abs=1e-4)
+    assert summary["uniform_entropy_nats"] == pytest.approx(math.log(count), rel=1e-12)
+    assert summary["uniform_entropy_nats"] == pytest.approx(56.2537, abs=1e-4)
+    assert summary["initial_k"] == 14
+    assert summary["alpha_params_factorized"] == 9 + sum(13 + len(c) for c, _, _ in TABLE_1[1:])
+    assert summary["alpha_params_joint"] == 24 + sum(72 * len(c) for c, _, _ in TABLE_1[1:])
+    assert (summary["alpha_params_factorized"], summary["alpha_params_joint"]) == (176, 3624)
+    assert summary["blocks"] == 17 and summary["decisions"] == 10
+
+
+def test_relations_between_the_paper_spaces() -> None:
+    count = {name: ir.count_architectures(load_space(name)) for name in SPACES}
+    # F++ replaces SE {0, 1} by splits {0, 1, 2, 4} in each of the 10 rows: 2^10 x F.
+    assert count["fbnetv2_f_pp"] == count["fbnetv2_f"] * 2**10
+    # F-Fine: kernel x act x SE (12 choices) per block instead of per row.
+    per_row_micro = 12**10
+    assert count["fbnetv2_f_fine"] * per_row_micro == count["fbnetv2_f"] * 12**17
+    # Tables D.14 and D.15 have the same rows; only the input differs.
+    assert count["fpnas_l1"] == count["fpnas_l2"]
+    assert count["mobilenet_v2"] == 1
+
+
+def test_fp_nas_spaces_by_hand() -> None:
+    def product(channel_counts: list[int]) -> int:
+        # Every FP-NAS row: kernel 3 x act 2 x splits 4 x expansion 7 x channels.
+        return math.prod(3 * 2 * 4 * 7 * c for c in channel_counts)
+
+    l0 = [4, 3, 3, 6, 6, 4, 4, 4, 4, 5, 8, 8, 8]
+    l1 = [4, 3, 3, 7, 7, 5, 5, 6, 6, 10, 10, 9, 9]
+    assert ir.count_architectures(load_space("fpnas_l0")) == product(l0)
+    assert ir.count_architectures(load_space("fpnas_l1")) == product(l1)
+    assert [len(load_space(n).blocks) for n in ("fpnas_l0", "fpnas_l1", "fpnas_l2")] == [25, 30, 30]
+    assert [load_space(n).resolution for n in ("fpnas_l0", "fpnas_l1", "fpnas_l2")] == [
+        224,
+        240,
+        256,
+    ]
+
+
+def test_mobilenet_v2_is_torchvisions() -> None:
+    space = load_space("mobilenet_v2")
+    settings = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
+    got = [
+        (int(r.expansion.choices[0]), r.channels.choices[0], r.repeat, r.stride) for r in space.rows
+    ]
+    assert got == settings
+    assert space.stem[0].model_dump(exclude={"span"}) == {
+        "out_channels": 32,
+        "kernel": 3,
+        "stride": 2,
+        "act": "relu6",
+    }
+    assert space.head[0].model_dump(exclude={"span"}) == {
+        "out_channels": 1280,
+        "kernel": 1,
+        "stride": 1,
+        "act": "relu6",
+    }
+    assert [(f.out_features, f.act, f.dropout) for f in space.classifier] == [(None, None, 0.2)]
+    micro = space.micros[0]
+    assert (micro.kernel.choices, micro.act.choices, micro.attention.choices) == (
+        (3,),
+        ("relu6",),
+        ("none",),
+    )
+    assert space.expansion_of == "input"
+    assert space.layout.decisions == ()
+
+
+if __name__ == "__main__":
+    if "--regen" in sys.argv:
+        regenerate()
+    else:
+        print(__doc__)
