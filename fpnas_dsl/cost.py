@@ -41,6 +41,7 @@ exact optimisation over all architectures of the space, with no monotonicity ass
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias
@@ -78,6 +79,8 @@ VarId: TypeAlias = tuple[int, int]
 #: Axes of a block term, in this order.
 BLOCK_AXES = ("in", "channels", "expansion", "kernel", "attention")
 _MAX_MESSAGE = 50_000_000
+#: Architectures priced per gather (bounds the [chunk, terms, axes] temporaries).
+_CHUNK = 1 << 15
 
 
 def conv_out_size(size: int, kernel: int, stride: int) -> int:
@@ -313,17 +316,29 @@ class CostModel:
         return flat
 
     def price(self, idx: npt.ArrayLike, metric: Metric) -> Int64Array:
-        flat = self.flat_index(idx)
-        out: Int64Array = self._tables[metric][flat].sum(-1) + self.constant[metric]
-        return out
+        """One metric of a batch: choice indices [..., D, V] -> int64 [...]."""
+        return self._priced(idx, (metric,))[0]
 
     def costs(self, idx: npt.ArrayLike, count_pool: bool = False) -> tuple[Int64Array, Int64Array]:
         """(FLOPS, params) of a batch, reading the indices once."""
-        flat = self.flat_index(idx)
-        metric: Metric = "flops_pool" if count_pool else "flops"
-        flops_: Int64Array = self._tables[metric][flat].sum(-1) + self.constant[metric]
-        params_: Int64Array = self._tables["params"][flat].sum(-1) + self.constant["params"]
+        flops_, params_ = self._priced(idx, ("flops_pool" if count_pool else "flops", "params"))
         return flops_, params_
+
+    def _priced(self, idx: npt.ArrayLike, metrics: tuple[Metric, ...]) -> list[Int64Array]:
+        arr = np.asarray(idx)
+        lead = arr.shape[:-2] if arr.ndim >= 2 else ()
+        count = math.prod(lead)
+        if count <= _CHUNK:
+            flat = self.flat_index(arr)
+            return [self._tables[m][flat].sum(-1) + self.constant[m] for m in metrics]
+        # Bounded temporaries for huge batches: [chunk, terms, axes] at a time.
+        rows = arr.reshape(count, *arr.shape[-2:])
+        out = [np.empty(count, dtype=np.int64) for _ in metrics]
+        for start in range(0, count, _CHUNK):
+            flat = self.flat_index(rows[start : start + _CHUNK])
+            for o, m in zip(out, metrics, strict=True):
+                o[start : start + _CHUNK] = self._tables[m][flat].sum(-1) + self.constant[m]
+        return [o.reshape(lead) for o in out]
 
     # ---------------------------------------------------------------- exact extremes
 

@@ -189,7 +189,7 @@ class BatchPreparer:
                     f"{self.channels}; only 1-channel data can be repeated to more"
                 )
             x = x.expand(-1, self.channels, -1, -1)
-        return x.contiguous()
+        return x.contiguous(memory_format=torch.channels_last)
 
 
 # --------------------------------------------------------------------------------------
@@ -237,7 +237,9 @@ def _find(directory: Path, stem: str) -> Path:
     for candidate in (directory / stem, directory / f"{stem}.gz"):
         if candidate.is_file():
             return candidate
-    raise FpnasError(f"Fashion-MNIST not found: no {stem}[.gz] in {directory}; {FASHION_MNIST_HOWTO}")
+    raise FpnasError(
+        f"Fashion-MNIST not found: no {stem}[.gz] in {directory}; {FASHION_MNIST_HOWTO}"
+    )
 
 
 def _fashion_mnist(directory: Path) -> DataBundle:
@@ -259,7 +261,9 @@ def _image_folder(spec: str) -> DataBundle:
     options = _options(query.replace("&", ","))
     train_dir = root / "train"
     if not train_dir.is_dir():
-        raise FpnasError(f"imagefolder: {train_dir} is not a directory (expected PATH/train/<class>/)")
+        raise FpnasError(
+            f"imagefolder: {train_dir} is not a directory (expected PATH/train/<class>/)"
+        )
     classes = sorted(p.name for p in train_dir.iterdir() if p.is_dir())
     if not classes:
         raise FpnasError(f"imagefolder: {train_dir} has no class folders")
@@ -271,14 +275,24 @@ def _image_folder(spec: str) -> DataBundle:
     test = FolderImageSet(test_dir, resolution, classes) if test_dir.is_dir() else train
     imagenet_mean, imagenet_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     return DataBundle(
-        f"imagefolder:{root.name}", train, test, len(classes), 3, resolution,
-        imagenet_mean, imagenet_std,
+        f"imagefolder:{root.name}",
+        train,
+        test,
+        len(classes),
+        3,
+        resolution,
+        imagenet_mean,
+        imagenet_std,
     )
 
 
 def synthetic(
-    size: int = 512, test_size: int = 256, classes: int = 4, channels: int = 1,
-    resolution: int = 16, seed: int = 0,
+    size: int = 512,
+    test_size: int = 256,
+    classes: int = 4,
+    channels: int = 1,
+    resolution: int = 16,
+    seed: int = 0,
 ) -> DataBundle:
     """Random images whose class is a bright quadrant-like pattern: learnable in seconds."""
     gen = torch.Generator().manual_seed(seed)
@@ -290,5 +304,13 @@ def synthetic(
         images = (prototypes[labels] + noise).clamp(0, 255).to(torch.uint8)
         return TensorImageSet(images, labels)
 
-    return DataBundle("synthetic", make(size), make(test_size), classes, channels, resolution,
-                      (0.5,) * channels, (0.29,) * channels)
+    return DataBundle(
+        "synthetic",
+        make(size),
+        make(test_size),
+        classes,
+        channels,
+        resolution,
+        (0.5,) * channels,
+        (0.29,) * channels,
+    )

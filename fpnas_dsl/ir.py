@@ -345,7 +345,9 @@ class _Expansion:
         self.blocks = tuple(blocks)
         self.layout = Layout(
             tuple(
-                Decision(name, _sorted_vars(names), _sorted_cards(names, cards), tuple(sorted(set(bl))))
+                Decision(
+                    name, _sorted_vars(names), _sorted_cards(names, cards), tuple(sorted(set(bl)))
+                )
                 for name, names, cards, bl in self._decisions
             )
         )

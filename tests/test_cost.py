@@ -47,15 +47,14 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
-def measured(space: Space, idx: np.ndarray, real: bool = False) -> tuple[int, int]:
-    """(FlopCounterMode total / 2, sum of numel) of the standalone network, batch 1."""
-    if real:
-        net = build_network(space, idx)
-    else:  # no initialisation: counting needs shapes, not values
-        with torch.device("meta"):
-            net = build_network(space, idx, init=False)
-        net = net.to_empty(device="cpu")
-    net.eval()
+def measured(space: Space, idx: np.ndarray) -> tuple[int, int]:
+    """(FlopCounterMode total / 2, sum of numel) of the standalone network, batch 1.
+
+    Built on the meta device and given uninitialised CPU memory: counting needs the
+    shapes, not the values."""
+    with torch.device("meta"):
+        net = build_network(space, idx, init=False)
+    net = net.to_empty(device="cpu").eval()
     x = torch.randn(1, space.in_channels, space.resolution, space.resolution)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         net(x)
@@ -64,11 +63,11 @@ def measured(space: Space, idx: np.ndarray, real: bool = False) -> tuple[int, in
     return total // 2, sum(p.numel() for p in net.parameters())
 
 
-def check_against_counters(space: Space, idx: np.ndarray, real: bool = False) -> None:
+def check_against_counters(space: Space, idx: np.ndarray) -> None:
     flops, params = cost.costs(space, idx)
     for i in range(len(idx)):
         got = (int(flops[i]), int(params[i]))
-        assert got == measured(space, idx[i], real), f"{space.name} architecture {i}"
+        assert got == measured(space, idx[i]), f"{space.name} architecture {i}"
 
 
 @pytest.mark.parametrize("name", BUNDLED)
@@ -81,7 +80,7 @@ def test_bundled_space_small_resolution(name: str) -> None:
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_space_own_resolution(name: str) -> None:
     space = bundled_or_python(name)
-    check_against_counters(space, uniform_samples(space, 5, seed=100), real=True)
+    check_against_counters(space, uniform_samples(space, 5, seed=100))
 
 
 @pytest.mark.parametrize("variant", TINY_VARIANTS)
@@ -163,6 +162,12 @@ def test_batch_equals_one_by_one() -> None:
             assert cost.arch_cost(space, decode(space, idx[i])) == (flops[i], params[i])
         grid = cost.flops(space, idx.reshape(8, 8, *idx.shape[1:]))
         assert np.array_equal(grid.ravel(), flops)
+    space = tiny()
+    many = uniform_samples(space, 70_000, seed=12)  # priced in chunks
+    f, p = cost.costs(space, many)
+    parts = [cost.costs(space, many[i : i + 7000]) for i in range(0, 70_000, 7000)]
+    assert np.array_equal(f, np.concatenate([q[0] for q in parts]))
+    assert np.array_equal(p, np.concatenate([q[1] for q in parts]))
 
 
 class PoolCounter(TorchDispatchMode):  # type: ignore[no-untyped-call]

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -294,3 +295,24 @@ def test_bad_run_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "checkpoint" in _err(capsys, ["export", str(run), "-f", "onnx", "-o",
                                          str(tmp_path / "o.onnx")])
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_failed_check_leaves_the_old_file(tmp_path: Path, good_arch: Path,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A file that ONNX Runtime does not reproduce within the tolerance is not written."""
+    import fpnas_dsl.export as ex
+
+    real = ex._onnx_runner
+
+    def off_by_a_little(path: Path) -> Any:
+        run = real(path)
+        return lambda x: run(x) + 1e-3
+
+    monkeypatch.setattr(ex, "_onnx_runner", off_by_a_little)
+    out = tmp_path / "net.onnx"
+    out.write_text("previous export")
+    line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o", str(out)])
+    assert "check failed" in line and "batch 1" in line
+    assert out.read_text() == "previous export"
+    assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -32,9 +33,19 @@ TARGET = 150_000
 
 def settings(out: Path, **overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
-        "space": TINY, "target_flops": TARGET, "data": DATA, "epochs": 3, "warmup_epochs": 1,
-        "steps_per_epoch": 6, "batch_size": 16, "lam": 0.5, "alpha_lr": 0.2, "lr": 0.05,
-        "eval_batches": 1, "threads": 1, "out": str(out),
+        "space": TINY,
+        "target_flops": TARGET,
+        "data": DATA,
+        "epochs": 3,
+        "warmup_epochs": 1,
+        "steps_per_epoch": 6,
+        "batch_size": 16,
+        "lam": 0.5,
+        "alpha_lr": 0.2,
+        "lr": 0.05,
+        "eval_batches": 1,
+        "threads": 1,
+        "out": str(out),
     }
     values.update(overrides)
     return values
@@ -84,7 +95,7 @@ def test_entropy_and_k_fall_after_warmup(tmp_path: Path) -> None:
     assert arch["flops"] == result["flops"] and "accuracy" in arch and arch["space"] == "tiny"
     top5 = json.loads((tmp_path / "run" / "top5.json").read_text())
     assert [t["rank"] for t in top5] == [1, 2, 3, 4, 5]
-    assert all(a["log_prob"] >= b["log_prob"] for a, b in zip(top5, top5[1:], strict=False))
+    assert all(a["log_prob"] >= b["log_prob"] for a, b in itertools.pairwise(top5))
     assert len(epochs(metrics)) == 4 and all("val_acc" in e for e in epochs(metrics))
 
 
@@ -105,14 +116,23 @@ def test_mixed_schedule_converts_without_entropy_jump(tmp_path: Path) -> None:
     summaries = epochs(metrics)
     converted = [e for e in summaries if e.get("converted_to_joint")]
     assert [e["epoch"] for e in converted] == [2]
-    assert converted[0]["entropy_after_conversion"] == pytest.approx(converted[0]["entropy"], abs=1e-9)
+    assert converted[0]["entropy_after_conversion"] == pytest.approx(
+        converted[0]["entropy"], abs=1e-9
+    )
     assert summaries[0]["modes"] == ["factorized"] and summaries[2]["modes"] == ["joint"]
     assert summaries[2]["alpha_params"] > summaries[0]["alpha_params"]
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fpnas_dsl", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
+def cli(
+    *args: str, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fpnas_dsl", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
 
 
 def cli_args(out: Path, **overrides: Any) -> list[str]:
@@ -143,8 +163,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, how: str) 
     done = cli(*cli_args(tmp_path / "straight", **overrides))
     assert done.returncode == 0, done.stderr
     run = tmp_path / "stopped"
-    proc = subprocess.Popen([sys.executable, "-m", "fpnas_dsl", *cli_args(run, **overrides)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fpnas_dsl", *cli_args(run, **overrides)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if how == "sigkill":
         wait_for(run / "checkpoint.pt", proc)  # written at the end of epoch 1
         proc.send_signal(signal.SIGKILL)
@@ -164,7 +188,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, how: str) 
     assert np.array_equal(logits, straight_logits)
     assert blocks == straight_blocks
     assert [m for m in read_metrics(run) if m["type"] == "epoch"][-1]["samples"] == [
-        m for m in read_metrics(tmp_path / "straight") if m["type"] == "epoch"][-1]["samples"]
+        m for m in read_metrics(tmp_path / "straight") if m["type"] == "epoch"
+    ][-1]["samples"]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
@@ -196,8 +221,11 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(
     def poisoned(*args: Any, **kwargs: Any) -> torch.Tensor:
         calls["n"] += 1
         loss = real(*args, **kwargs)
-        return loss * float("nan") if search.position.epoch == 2 and kwargs.get(
-            "reduction") != "sum" else loss
+        return (
+            loss * float("nan")
+            if search.position.epoch == 2 and kwargs.get("reduction") != "sum"
+            else loss
+        )
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
     with pytest.raises(FpnasError, match=r"non-finite training loss .* at epoch 2, step 1"):
@@ -229,20 +257,30 @@ def test_corrupt_and_foreign_checkpoints_are_refused(
 
 
 def test_missing_data_is_one_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, err = run_cli(capsys, "search", TINY, "--target-flops", "1e5", "--data-dir",
-                        str(tmp_path), "--out", str(tmp_path / "r"))
+    code, err = run_cli(
+        capsys,
+        "search",
+        TINY,
+        "--target-flops",
+        "1e5",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "r"),
+    )
     assert code == 2 and "apt-get install -y dataset-fashion-mnist" in err
     assert err.count("\n") == 1
 
 
 def test_config_file_and_flags(tmp_path: Path) -> None:
-    from fpnas_dsl.commands.search import settings_from
     from fpnas_dsl.cli import build_parser
+    from fpnas_dsl.commands.search import settings_from
 
     cfg = tmp_path / "search.toml"
     cfg.write_text('epochs = 5\nbeta = 0.7\ndistribution = "joint"\n')
-    args = build_parser().parse_args(["search", TINY, "--config", str(cfg), "--beta", "0.1",
-                                      "--target-flops", "1e5"])
+    args = build_parser().parse_args(
+        ["search", TINY, "--config", str(cfg), "--beta", "0.1", "--target-flops", "1e5"]
+    )
     values = settings_from(args)
     assert values["epochs"] == 5 and values["beta"] == 0.1 and values["distribution"] == "joint"
     assert os.fspath(values["space"]) == TINY

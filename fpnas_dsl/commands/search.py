@@ -36,15 +36,22 @@ FLAGS: dict[str, tuple[Any, str]] = {
 }
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-             help_text: str) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> None:
     p = sub.add_parser(name, help=help_text, description=help_text + ".")
     p.add_argument("space", nargs="?", help="a .space file or the name of a bundled space")
     p.add_argument("--target-flops", type=float, help="FLOPS target (multiply-accumulates)")
-    p.add_argument("--sampling", choices=("adaptive", "fixed"),
-                   help="adaptive (FP-NAS, default) or fixed K (PARSEC)")
-    p.add_argument("--distribution", choices=("mixed", "joint", "factorized"),
-                   help="mixed FD->JD (FP-NAS, default), joint only, factorized only")
+    p.add_argument(
+        "--sampling",
+        choices=("adaptive", "fixed"),
+        help="adaptive (FP-NAS, default) or fixed K (PARSEC)",
+    )
+    p.add_argument(
+        "--distribution",
+        choices=("mixed", "joint", "factorized"),
+        help="mixed FD->JD (FP-NAS, default), joint only, factorized only",
+    )
     for flag, (kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
     p.add_argument("--config", type=Path, help="TOML or YAML file of these settings")

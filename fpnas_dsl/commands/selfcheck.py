@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-             help_text: str) -> None:
+def register(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str
+) -> None:
     p = sub.add_parser(name, help=help_text, description=help_text + ".")
     p.set_defaults(func=run)
 

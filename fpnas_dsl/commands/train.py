@@ -20,8 +20,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
         help=help_text,
         description=(
             "Train an architecture from scratch with the paper's recipe: RMSProp "
-            "(TensorFlow's, momentum 0.9), lr 0.2048 x batch/4096 decayed 0.9875 per epoch "
-            "after a warm-up, label smoothing 0.1, AutoAugment, EMA of the weights. ARCH is "
+            "(TensorFlow's, momentum 0.9), lr 0.2048 x batch/4096 decayed per epoch (the "
+            "paper's 0.9875^420 in total) after a warm-up, label smoothing 0.1, AutoAugment "
+            "(default on for images of 64 pixels and more), EMA of the weights. ARCH is "
             "an arch.json (from `fpnas search`), a search run directory, or a fixed space "
             "(a bundled name such as mobilenet_v2, or a .space path, whose choices are all "
             "fixed), instantiated for the data unless --resolution/--in-channels/--classes "
@@ -32,7 +33,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
     p.add_argument("arch", nargs="?", metavar="ARCH", help="arch.json, run dir, or fixed space")
     p.add_argument("--out", "-o", metavar="DIR",
                    help="training directory (required unless --resume)")
-    p.add_argument("--resume", metavar="DIR", help="continue the training run in DIR")
+    p.add_argument("--resume", metavar="DIR",
+                   help="continue the training run in DIR with its settings (config.json); "
+                   "only --epochs (a new total), --threads and --progress apply")
     g = p.add_argument_group("data")
     g.add_argument("--data", default="fashion-mnist",
                    help="fashion-mnist (default), imagefolder:PATH, synthetic[:k=v,...]")
@@ -40,6 +43,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
     g.add_argument("--resolution", type=_positive_int, help="input resolution override")
     g.add_argument("--in-channels", type=_positive_int, help="input channels override")
     g.add_argument("--classes", type=_positive_int, help="number of classes override")
+    g.add_argument("--train-subset", type=_positive_int, metavar="N",
+                   help="train on a fixed random subset of N images (quick experiments)")
     g = p.add_argument_group("schedule")
     g.add_argument("--epochs", type=_positive_int, help="epochs (default 30; with --resume: a "
                    "new total to continue to)")
@@ -55,7 +60,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
                    "factor as is)")
     g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up (1 epoch)")
     g.add_argument("--momentum", type=float, default=0.9)
-    g.add_argument("--rmsprop-eps", type=float, default=1e-3)
+    g.add_argument("--rmsprop-eps", type=float, default=1e-3, help="inside the root (1e-3)")
+    g.add_argument("--rmsprop-rho", type=float, default=0.9, help="squared-gradient decay")
     g.add_argument("--weight-decay", type=float, default=1e-5)
     g = p.add_argument_group("regularisation")
     g.add_argument("--label-smoothing", type=float, default=0.1)
@@ -78,6 +84,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
+                   help="keep the contiguous memory format (channels-last is faster on CPUs)")
     bar = g.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None,
                      help="progress bars even when not on a terminal")
@@ -105,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data, data_dir=args.data_dir, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, lr_decay=args.lr_decay,
         warmup_epochs=args.warmup_epochs, momentum=args.momentum,
-        rmsprop_eps=args.rmsprop_eps, weight_decay=args.weight_decay,
+        rmsprop_eps=args.rmsprop_eps, rmsprop_rho=args.rmsprop_rho,
+        weight_decay=args.weight_decay, train_subset=args.train_subset,
+        channels_last=args.channels_last,
         label_smoothing=args.label_smoothing, autoaugment=args.autoaugment,
         autoaugment_policy=args.autoaugment_policy, crop_padding=args.crop_padding,
         flip=args.flip, ema_decay=args.ema_decay, eval_every=args.eval_every,
@@ -118,6 +128,14 @@ def run(args: argparse.Namespace) -> int:
     )
     ema = (f", EMA weights {result.test_acc_ema:.2%}" if result.test_acc_ema is not None else "")
     print(f"final test accuracy after {result.epochs} epochs: raw weights {result.test_acc:.2%}"
-          f"{ema} ({result.wall_s / 60:.1f} min of training)")
+          f"{ema} ({_duration(result.wall_s)} of training)")
     print(f"wrote {out}/result.json; best weights {out}/{result.best_weights}")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"

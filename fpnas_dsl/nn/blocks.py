@@ -208,13 +208,14 @@ class MBConv(nn.Module):
 @torch.no_grad()
 def init_weights(module: nn.Module) -> None:
     """MobileNet-style initialisation (torchvision's): He (fan-out) convolutions, unit
-    batch-norm, N(0, 0.01) linear layers, zero biases."""
+    batch-norm with fresh running statistics, N(0, 0.01) linear layers, zero biases."""
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):

@@ -106,8 +106,6 @@ class SuperBlock(nn.Module):
     def __init__(self, space: Space, spec: BlockSpec) -> None:
         super().__init__()
         micro = spec.micro
-        self.index = spec.index
-        self.stride = spec.stride
         ins = [int(c) for c in spec.in_channels.choices]
         outs = [int(c) for c in spec.var("channels").choices]
         exps = [float(e) for e in spec.var("expansion").choices]
@@ -119,7 +117,6 @@ class SuperBlock(nn.Module):
         mid_max = max(mids.values())
         expand = any(e != 1 for e in exps)
         self.ops = nn.ModuleDict()
-        self.splits: dict[str, int] = {}
         for kernel in spec.var("kernel").choices:
             if kernel == SKIP_KERNEL:
                 continue
@@ -153,7 +150,6 @@ class SuperBlock(nn.Module):
                     attn=attn,
                     splits=max(splits, 1),
                 )
-                self.splits[name] = splits
         # The projection that `skip` becomes where the shape changes.
         needs_projection = (
             space.skip_mismatch == "project"
@@ -260,31 +256,33 @@ class _Lookup:
 class Supernet(nn.Module):
     """Every architecture of `space` in one module; `forward(x, arch)` runs one of them."""
 
-    def __init__(self, space: Space, init: bool = True) -> None:
+    def __init__(self, space: Space, device: torch.device | str | None = None) -> None:
+        """Every candidate at its widest, initialised as the standalone networks are
+        (`blocks.init_weights`), on `device` (default: torch's default device)."""
         super().__init__()
         self.space = space
-        cin = space.in_channels
-        stem = []
-        for conv in space.stem:
-            stem.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
-            cin = conv.out_channels
-        self.stem = nn.Sequential(*stem)
-        self.blocks = nn.ModuleList(SuperBlock(space, spec) for spec in space.blocks)
-        last = space.blocks[-1].var("channels").choices if space.blocks else (cin,)
-        cin = max(int(c) for c in last)
-        head = []
-        for conv in space.head:
-            head.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
-            cin = conv.out_channels
-        self.head = nn.Sequential(*head)
-        self.classifier = make_classifier(space, cin)
+        with torch.device("meta"):  # no memory until the one initialisation below
+            cin = space.in_channels
+            stem = []
+            for conv in space.stem:
+                stem.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
+                cin = conv.out_channels
+            self.stem = nn.Sequential(*stem)
+            self.blocks = nn.ModuleList(SuperBlock(space, spec) for spec in space.blocks)
+            last = space.blocks[-1].var("channels").choices if space.blocks else (cin,)
+            cin = max(int(c) for c in last)
+            head = []
+            for conv in space.head:
+                head.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
+                cin = conv.out_channels
+            self.head = nn.Sequential(*head)
+            self.classifier = make_classifier(space, cin)
+        self.to_empty(device=torch.get_default_device() if device is None else device)
+        init_weights(self)
         self._lookups = [_Lookup.of(spec) for spec in space.blocks]
-        self._last = space.blocks[-1].var("channels") if space.blocks else None
         self._gate = {i: gate_fn(spec.micro.gate) for i, spec in enumerate(space.blocks)}
         self._plans: OrderedDict[bytes, tuple[list[BlockPlan], int]] = OrderedDict()
         self._layout_shape = (len(space.layout.decisions), space.layout.max_variables)
-        if init:
-            init_weights(self)
 
     # ------------------------------------------------------------------ plans
 
@@ -299,20 +297,24 @@ class Supernet(nn.Module):
     def plan(self, arch: Architecture | npt.ArrayLike) -> tuple[list[BlockPlan], int]:
         """(per-block plans, channels into the head) of one architecture; cached."""
         idx = self.indices(arch)
-        key = idx.tobytes()
-        cached = self._plans.get(key)
-        if cached is not None:
-            self._plans.move_to_end(key)
-            return cached
         if idx.shape != self._layout_shape:
             raise ValueError(
                 f"choice indices must have shape {list(self._layout_shape)} for space "
                 f"{self.space.name!r}, got {list(idx.shape)}"
             )
+        key = idx.tobytes()
+        cached = self._plans.get(key)
+        if cached is not None:
+            self._plans.move_to_end(key)
+            return cached
         cost_model(self.space).flat_index(idx)  # range check, ValueError if outside
         rows = idx.tolist()
         plans = [self._block_plan(lookup, rows) for lookup in self._lookups]
-        head_in = plans[-1].cout if plans else self.space.stem[-1].out_channels
+        if plans:
+            head_in = plans[-1].cout
+        else:
+            stem = self.space.stem
+            head_in = stem[-1].out_channels if stem else self.space.in_channels
         result = (plans, head_in)
         self._plans[key] = result
         if len(self._plans) > _PLAN_CACHE:

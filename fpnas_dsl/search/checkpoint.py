@@ -19,8 +19,19 @@ from fpnas_dsl.ir import Space
 
 FORMAT = "fpnas-search-checkpoint/1"
 CHECKPOINT = "checkpoint.pt"
-REQUIRED = ("format", "space_digest", "epoch", "step", "supernet", "optimizer", "scheduler",
-            "distribution", "torch_rng", "samples", "wall")
+REQUIRED = (
+    "format",
+    "space_digest",
+    "epoch",
+    "step",
+    "supernet",
+    "optimizer",
+    "scheduler",
+    "distribution",
+    "torch_rng",
+    "samples",
+    "wall",
+)
 
 
 def space_digest(space: Space) -> str:
@@ -55,17 +66,29 @@ def load_checkpoint(path: Path, space: Space | None = None) -> dict[str, Any]:
         raise FpnasError(f"{path}: no checkpoint (a run writes one at the end of each epoch)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError, AttributeError, ImportError) as exc:
-        raise FpnasError(f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__})") from None
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        ValueError,
+        AttributeError,
+        ImportError,
+    ) as exc:
+        raise FpnasError(
+            f"{path}: corrupt or unreadable checkpoint ({type(exc).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise FpnasError(f"{path}: not an fpnas search checkpoint (expected format {FORMAT})")
     missing = [key for key in REQUIRED if key not in state]
     if missing:
         raise FpnasError(f"{path}: incomplete checkpoint, missing {', '.join(missing)}")
     if space is not None and state["space_digest"] != space_digest(space):
-        raise FpnasError(f"{path}: checkpoint of another space (digest {state['space_digest']}, "
-                         f"this run's space has {space_digest(space)})")
+        raise FpnasError(
+            f"{path}: checkpoint of another space (digest {state['space_digest']}, "
+            f"this run's space has {space_digest(space)})"
+        )
     return state
 
 

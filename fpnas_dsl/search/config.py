@@ -5,10 +5,10 @@ directory and is what `--resume` reads back."""
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -58,14 +58,20 @@ class SearchConfig(BaseModel):
     @model_validator(mode="after")
     def _fill_derived(self) -> SearchConfig:
         if self.warmup_epochs is None:
-            object.__setattr__(self, "warmup_epochs", round(self.epochs * PAPER_WARMUP / PAPER_EPOCHS))
+            object.__setattr__(
+                self, "warmup_epochs", round(self.epochs * PAPER_WARMUP / PAPER_EPOCHS)
+            )
         if self.lr is None:
             object.__setattr__(self, "lr", PAPER_LR * self.batch_size / PAPER_BATCH)
         if self.convert_epoch is None:
-            object.__setattr__(self, "convert_epoch", max(1, round(self.epochs * 80 / PAPER_EPOCHS)))
+            object.__setattr__(
+                self, "convert_epoch", max(1, round(self.epochs * 80 / PAPER_EPOCHS))
+            )
         assert self.warmup_epochs is not None
         if self.warmup_epochs >= self.epochs:
-            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})")
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) must be below epochs ({self.epochs})"
+            )
         return self
 
     @property
@@ -88,7 +94,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise FpnasError(f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}") from None
+        raise FpnasError(
+            f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}"
+        ) from None
     if data is None:
         return {}
     if not isinstance(data, dict):

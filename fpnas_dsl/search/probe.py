@@ -86,7 +86,9 @@ def sample_numpy(dist: Distribution, count: int, seed: int) -> IndexArray:
 
 
 def expectation(
-    dist: Distribution, fn: Callable[[IndexArray], npt.NDArray[np.generic]], count: int = 4096,
+    dist: Distribution,
+    fn: Callable[[IndexArray], npt.NDArray[np.int64]],
+    count: int = 4096,
     seed: int = 12345,
 ) -> float:
     """E[fn(A)] under P(A|alpha) by Monte Carlo with a fixed seed (comparable over time)."""
