@@ -36,7 +36,9 @@ def summarise_run(run: Path) -> None:
     last = [m for m in lines if m["type"] == "epoch"][-1]
     split = last["time_split"]
     wall = its[-1]["wall"]
-    print(f"run {run}: {len(its)} iterations, {its[-1]['samples']} samples drawn, wall {wall:.1f} s")
+    print(
+        f"run {run}: {len(its)} iterations, {its[-1]['samples']} samples drawn, wall {wall:.1f} s"
+    )
     print(f"  K: first {its[0]['k']}, last {its[-1]['k']}")
     for key, label in (("fwd_bwd", "forward/backward"), ("core", "C++ core"), ("other", "rest")):
         print(f"  {label:<17} {split[key]:9.2f} s  {100 * split[key] / wall:6.2f} % of wall")

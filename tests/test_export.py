@@ -15,6 +15,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from cli_helpers import one_line_error as _err
 
 from fpnas_dsl.archfile import load_arch, save_arch
 from fpnas_dsl.cli import main
@@ -145,9 +146,16 @@ def _fake_search_run(tmp: Path, space: Space, arch: Architecture) -> Path:
     supernet = Supernet(space)
     randomise(supernet, 3)
     state = {
-        "space_digest": space_digest(space), "epoch": 1, "step": 0,
-        "supernet": supernet.state_dict(), "optimizer": {}, "scheduler": {},
-        "distribution": {}, "torch_rng": torch.get_rng_state(), "samples": 0, "wall": 0.0,
+        "space_digest": space_digest(space),
+        "epoch": 1,
+        "step": 0,
+        "supernet": supernet.state_dict(),
+        "optimizer": {},
+        "scheduler": {},
+        "distribution": {},
+        "torch_rng": torch.get_rng_state(),
+        "samples": 0,
+        "wall": 0.0,
     }
     save_checkpoint(run, state)
     return run
@@ -167,7 +175,8 @@ def test_run_directory_exports_with_supernet_weights(tmp_path: Path) -> None:
     with torch.no_grad():
         want = supernet(x, arch).numpy()
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(
-        None, {"input": x.numpy()})[0]
+        None, {"input": x.numpy()}
+    )[0]
     assert np.abs(got - want).max() <= 1e-4
     assert np.abs(want).max() > 0.05
 
@@ -175,8 +184,20 @@ def test_run_directory_exports_with_supernet_weights(tmp_path: Path) -> None:
 def test_cli_prints_flops_params_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     arch_path, weights, space, arch = write_case(tmp_path, "mobilenet_v2", seed=0)
     out = tmp_path / "m.onnx"
-    code = main(["export", str(arch_path), "-f", "onnx", "-o", str(out), "--weights",
-                 str(weights), "--opset", "14"])
+    code = main(
+        [
+            "export",
+            str(arch_path),
+            "-f",
+            "onnx",
+            "-o",
+            str(out),
+            "--weights",
+            str(weights),
+            "--opset",
+            "14",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     flops, params = arch_cost(space, arch)
@@ -191,8 +212,9 @@ def test_cli_prints_flops_params_size(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fpnas_dsl", *args], capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "fpnas_dsl", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -206,8 +228,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
 
 def test_bad_input_subprocess(tmp_path: Path) -> None:
     """The real command line (one subprocess, several failures through main)."""
-    proc = run_cli("export", str(tmp_path / "missing.json"), "--format", "onnx", "-o",
-                   str(tmp_path / "x.onnx"))
+    proc = run_cli(
+        "export", str(tmp_path / "missing.json"), "--format", "onnx", "-o", str(tmp_path / "x.onnx")
+    )
     assert_one_line_error(proc, "missing.json", "no such file")
     assert not (tmp_path / "x.onnx").exists()
 
@@ -221,17 +244,9 @@ def good_arch(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    return lines[0]
-
-
-def test_arch_of_another_space(tmp_path: Path, good_arch: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_arch_of_another_space(
+    tmp_path: Path, good_arch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     doc = json.loads(good_arch.read_text())
     doc["ir"] = load_space("mobilenet_v2", resolution=RESOLUTION).model_dump(mode="json")
     bad = tmp_path / "other.json"
@@ -243,63 +258,103 @@ def test_arch_of_another_space(tmp_path: Path, good_arch: Path,
 def test_malformed_arch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("{ not json")
-    assert "bad.json" in _err(capsys, ["export", str(bad), "-f", "json", "-o",
-                                       str(tmp_path / "o.json")])
+    assert "bad.json" in _err(
+        capsys, ["export", str(bad), "-f", "json", "-o", str(tmp_path / "o.json")]
+    )
     bad.write_text(json.dumps({"blocks": []}))
-    assert "bad.json" in _err(capsys, ["export", str(bad), "-f", "json", "-o",
-                                       str(tmp_path / "o.json")])
+    assert "bad.json" in _err(
+        capsys, ["export", str(bad), "-f", "json", "-o", str(tmp_path / "o.json")]
+    )
 
 
-def test_unknown_format(tmp_path: Path, good_arch: Path,
-                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_format(
+    tmp_path: Path, good_arch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     line = _err(capsys, ["export", str(good_arch), "-f", "tflite", "-o", str(tmp_path / "o")])
     assert "tflite" in line and "onnx" in line
 
 
-def test_unwritable_output(tmp_path: Path, good_arch: Path,
-                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_output(
+    tmp_path: Path, good_arch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
-    line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o",
-                         str(blocker / "net.onnx")])
+    line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o", str(blocker / "net.onnx")])
     assert "net.onnx" in line
-    line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o",
-                         str(tmp_path / "no" / "such" / "dir" / "net.onnx")])
+    line = _err(
+        capsys,
+        [
+            "export",
+            str(good_arch),
+            "-f",
+            "onnx",
+            "-o",
+            str(tmp_path / "no" / "such" / "dir" / "net.onnx"),
+        ],
+    )
     assert "does not exist" in line
     line = _err(capsys, ["export", str(good_arch), "-f", "json", "-o", str(tmp_path)])
     assert "directory" in line
 
 
-def test_weights_of_another_architecture(tmp_path: Path, good_arch: Path,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_weights_of_another_architecture(
+    tmp_path: Path, good_arch: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, weights, _, _ = write_case(tmp_path, "mobilenet_v2", seed=0)
-    line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o", str(tmp_path / "o.onnx"),
-                         "--weights", str(weights)])
+    line = _err(
+        capsys,
+        [
+            "export",
+            str(good_arch),
+            "-f",
+            "onnx",
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--weights",
+            str(weights),
+        ],
+    )
     assert "do not fit" in line
     assert not (tmp_path / "o.onnx").exists()
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o", str(tmp_path / "o.onnx"),
-                         "--weights", str(junk)])
+    line = _err(
+        capsys,
+        [
+            "export",
+            str(good_arch),
+            "-f",
+            "onnx",
+            "-o",
+            str(tmp_path / "o.onnx"),
+            "--weights",
+            str(junk),
+        ],
+    )
     assert "junk.pt" in line
 
 
 def test_bad_run_directories(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert "arch.json" in _err(capsys, ["export", str(empty), "-f", "onnx", "-o",
-                                        str(tmp_path / "o.onnx")])
+    assert "arch.json" in _err(
+        capsys, ["export", str(empty), "-f", "onnx", "-o", str(tmp_path / "o.onnx")]
+    )
     space = load_space("fbnetv2_f", resolution=RESOLUTION)
     run = _fake_search_run(tmp_path, space, interesting_arch(space, 1))
     (run / "checkpoint.pt").write_bytes(b"corrupt")
-    assert "checkpoint" in _err(capsys, ["export", str(run), "-f", "onnx", "-o",
-                                         str(tmp_path / "o.onnx")])
+    assert "checkpoint" in _err(
+        capsys, ["export", str(run), "-f", "onnx", "-o", str(tmp_path / "o.onnx")]
+    )
     assert not (tmp_path / "o.onnx").exists()
 
 
-def test_failed_check_leaves_the_old_file(tmp_path: Path, good_arch: Path,
-                                          monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_failed_check_leaves_the_old_file(
+    tmp_path: Path,
+    good_arch: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """A file that ONNX Runtime does not reproduce within the tolerance is not written."""
     import fpnas_dsl.export as ex
 

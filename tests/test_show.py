@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import one_line_error as _err
 from matplotlib import image as mpimg
 
 from fpnas_dsl.archfile import save_arch
@@ -40,17 +41,28 @@ def assert_picture(path: Path, size: tuple[int, int]) -> None:
 def search_metrics(run: Path, epochs: int = 6) -> None:
     lines = [json.dumps({"type": "iter", "epoch": 1, "step": 1, "entropy": 40.0, "k": 10})]
     for e in range(1, epochs + 1):
-        lines.append(json.dumps({
-            "type": "epoch", "epoch": e, "entropy": 40.0 - 5 * max(0, e - 2), "k": 10 - e,
-            "expected_flops": 8e6 - 3e5 * e, "arch_flops": 7e6 - 2e5 * e,
-            "val_acc": 0.5 + 0.05 * e, "samples": 100 * e, "wall": 10.0 * e,
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "type": "epoch",
+                    "epoch": e,
+                    "entropy": 40.0 - 5 * max(0, e - 2),
+                    "k": 10 - e,
+                    "expected_flops": 8e6 - 3e5 * e,
+                    "arch_flops": 7e6 - 2e5 * e,
+                    "val_acc": 0.5 + 0.05 * e,
+                    "samples": 100 * e,
+                    "wall": 10.0 * e,
+                }
+            )
+        )
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     (run / "config.json").write_text(json.dumps({"target_flops": 6e6, "warmup_epochs": 2}))
 
 
-def test_architecture_picture_png_svg_and_table(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_architecture_picture_png_svg_and_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     space, arch = _arch()
     path = tmp_path / "arch.json"
     save_arch(path, space, arch)
@@ -102,22 +114,24 @@ def test_run_directory_without_arch_yet(tmp_path: Path) -> None:
 def test_training_directory(tmp_path: Path) -> None:
     run = tmp_path / "train"
     run.mkdir()
-    rows = [{"type": "epoch", "epoch": e, "lr": 0.01 * 0.9**e, "train_loss": 2 / e,
-             "train_acc": 1 - 0.5 / e, "test_acc": 1 - 0.6 / e, "test_acc_ema": 1 - 0.55 / e,
-             "test_loss": 2.1 / e, "images_per_s": 500.0} for e in range(1, 5)]
+    rows = [
+        {
+            "type": "epoch",
+            "epoch": e,
+            "lr": 0.01 * 0.9**e,
+            "train_loss": 2 / e,
+            "train_acc": 1 - 0.5 / e,
+            "test_acc": 1 - 0.6 / e,
+            "test_acc_ema": 1 - 0.55 / e,
+            "test_loss": 2.1 / e,
+            "images_per_s": 500.0,
+        }
+        for e in range(1, 5)
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     report = show(run)
     assert report.written == [run / "training.png"]
     assert_picture(run / "training.png", run_pixels())
-
-
-def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    return lines[0]
 
 
 def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

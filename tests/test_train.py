@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from cli_helpers import one_line_error as _err
 
 from fpnas_dsl.archfile import load_arch, save_arch
 from fpnas_dsl.cli import main
@@ -40,10 +41,15 @@ head conv 1x1 64 act hswish
 pool avg
 fc classes
 """
-FIXED = (TINY.replace("space train_tiny", "space train_fixed")
-         .replace("{0, 3, 5}", "3").replace("{relu, swish}", "relu6")
-         .replace("{0, 1, 2, 4}", "0").replace("(2, 4, 2)", "4")
-         .replace("(16, 24, 8)", "16").replace("(24, 32, 8)", "32"))
+FIXED = (
+    TINY.replace("space train_tiny", "space train_fixed")
+    .replace("{0, 3, 5}", "3")
+    .replace("{relu, swish}", "relu6")
+    .replace("{0, 1, 2, 4}", "0")
+    .replace("(2, 4, 2)", "4")
+    .replace("(16, 24, 8)", "16")
+    .replace("(24, 32, 8)", "32")
+)
 
 # Synthetic data that the tiny network learns in one epoch. One epoch must hold enough
 # steps (64 here) for batch-norm's running statistics to forget their initial values
@@ -51,8 +57,20 @@ FIXED = (TINY.replace("space train_tiny", "space train_fixed")
 # are fixed random patterns, which crops and flips would destroy.
 DATA = "synthetic:size=1024,test_size=256,resolution=16"
 SMALL = "synthetic:size=256,test_size=64,resolution=16"
-COMMON = ["--batch-size", "16", "--lr", "0.002", "--warmup-epochs", "0",
-          "--crop-padding", "0", "--no-flip", "--threads", "1", "--no-progress"]
+COMMON = [
+    "--batch-size",
+    "16",
+    "--lr",
+    "0.002",
+    "--warmup-epochs",
+    "0",
+    "--crop-padding",
+    "0",
+    "--no-flip",
+    "--threads",
+    "1",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,12 +99,21 @@ def test_one_epoch_writes_everything_and_learns(
     tmp_path: Path, arch_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    assert main(["train", str(arch_file), "--out", str(out), "--epochs", "1", "--data", DATA,
-                 *COMMON]) == 0
+    assert (
+        main(["train", str(arch_file), "--out", str(out), "--epochs", "1", "--data", DATA, *COMMON])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "final test accuracy" in printed and "EMA" in printed
-    for name in ("config.json", "arch.json", "metrics.jsonl", "train_state.pt", "model.pt",
-                 "model_ema.pt", "result.json"):
+    for name in (
+        "config.json",
+        "arch.json",
+        "metrics.jsonl",
+        "train_state.pt",
+        "model.pt",
+        "model_ema.pt",
+        "result.json",
+    ):
         assert (out / name).is_file(), name
     result = json.loads((out / "result.json").read_text())
     assert result["epochs"] == 1
@@ -113,10 +140,33 @@ def _stop_after_first_epoch(line: str) -> None:
 
 def test_resume_continues_exactly(tmp_path: Path, arch_file: Path) -> None:
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(["train", str(arch_file), "--out", str(straight), "--epochs", "2",
-                 "--data", SMALL, *COMMON]) == 0
-    cfg = TrainConfig(data=SMALL, epochs=2, batch_size=16, lr=0.002, warmup_epochs=0,
-                      crop_padding=0, flip=False, threads=1, progress=False)
+    assert (
+        main(
+            [
+                "train",
+                str(arch_file),
+                "--out",
+                str(straight),
+                "--epochs",
+                "2",
+                "--data",
+                SMALL,
+                *COMMON,
+            ]
+        )
+        == 0
+    )
+    cfg = TrainConfig(
+        data=SMALL,
+        epochs=2,
+        batch_size=16,
+        lr=0.002,
+        warmup_epochs=0,
+        crop_padding=0,
+        flip=False,
+        threads=1,
+        progress=False,
+    )
     with pytest.raises(Interrupted):
         train(str(arch_file), split, cfg, log=_stop_after_first_epoch)
     assert len(epochs(split)) == 1 and not (split / "result.json").exists()
@@ -133,8 +183,12 @@ def test_resume_continues_exactly(tmp_path: Path, arch_file: Path) -> None:
 
 def test_resume_to_a_new_total(tmp_path: Path, arch_file: Path) -> None:
     out = tmp_path / "run"
-    assert main(["train", str(arch_file), "--out", str(out), "--epochs", "1", "--data", SMALL,
-                 *COMMON]) == 0
+    assert (
+        main(
+            ["train", str(arch_file), "--out", str(out), "--epochs", "1", "--data", SMALL, *COMMON]
+        )
+        == 0
+    )
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
     assert [r["epoch"] for r in epochs(out)] == [1, 2]
     assert json.loads((out / "result.json").read_text())["epochs"] == 2
@@ -144,8 +198,24 @@ def test_fixed_space(tmp_path: Path, spaces: Path) -> None:
     """The hand-designed baseline: a fixed space (a .space path here; a bundled name such
     as mobilenet_v2 works alike), instantiated for the data unless overridden."""
     out = tmp_path / "fixed"
-    assert main(["train", str(spaces / "train_fixed.space"), "--resolution", "20", "--out",
-                 str(out), "--epochs", "1", "--data", SMALL, *COMMON]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(spaces / "train_fixed.space"),
+                "--resolution",
+                "20",
+                "--out",
+                str(out),
+                "--epochs",
+                "1",
+                "--data",
+                SMALL,
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     _, arch, extra = load_arch(out / "arch.json")
     assert arch.space == "train_fixed"
     assert (arch.resolution, arch.in_channels, arch.classes) == (20, 1, 4)
@@ -160,7 +230,11 @@ def test_bundled_fixed_space_resolves_for_the_data() -> None:
     data = load_data(SMALL)
     _, arch = resolve_architecture("mobilenet_v2", data, resolution=32)
     assert (arch.space, arch.resolution, arch.in_channels, arch.classes) == (
-        "mobilenet_v2", 32, 1, 4)
+        "mobilenet_v2",
+        32,
+        1,
+        4,
+    )
     assert len(arch.blocks) == 17
 
 
@@ -183,29 +257,22 @@ def test_recipe_defaults() -> None:
     assert learning_rate(literal, 10.2) == pytest.approx(0.0064 * 0.9875**10)
 
 
-def _err(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    code = main(argv)
-    captured = capsys.readouterr()
-    assert code == 2
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    return lines[0]
-
-
-def test_bad_input(tmp_path: Path, arch_file: Path, spaces: Path,
-                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input(
+    tmp_path: Path, arch_file: Path, spaces: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = str(tmp_path / "o")
-    assert "no such file" in _err(capsys, ["train", str(tmp_path / "x.json"), "--out", out,
-                                           "--data", DATA])
-    line = _err(capsys, ["train", str(spaces / "train_tiny.space"), "--out", out,
-                         "--data", DATA])
+    assert "no such file" in _err(
+        capsys, ["train", str(tmp_path / "x.json"), "--out", out, "--data", DATA]
+    )
+    line = _err(capsys, ["train", str(spaces / "train_tiny.space"), "--out", out, "--data", DATA])
     assert "architectures" in line  # a space with choices is not one architecture
-    line = _err(capsys, ["train", str(arch_file), "--out", out, "--data",
-                         "synthetic:classes=7"])
+    line = _err(capsys, ["train", str(arch_file), "--out", out, "--data", "synthetic:classes=7"])
     assert "classes" in line
     assert "nothing to resume" in _err(capsys, ["train", "--resume", out])
     assert "--out" in _err(capsys, ["train", str(arch_file), "--data", DATA])
-    assert "--lr" in _err(capsys, ["train", str(arch_file), "--out", out, "--data", DATA,
-                                   "--lr", "-1"])
-    assert "unknown data source" in _err(capsys, ["train", str(arch_file), "--out", out,
-                                                  "--data", "mnist"])
+    assert "--lr" in _err(
+        capsys, ["train", str(arch_file), "--out", out, "--data", DATA, "--lr", "-1"]
+    )
+    assert "unknown data source" in _err(
+        capsys, ["train", str(arch_file), "--out", out, "--data", "mnist"]
+    )

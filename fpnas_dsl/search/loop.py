@@ -109,7 +109,8 @@ class Search:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         # channels-last runs the depthwise/pointwise convolutions ~1.3x faster on the CPU.
-        self.supernet = Supernet(space).to(self.device, memory_format=torch.channels_last)
+        self.supernet = Supernet(space).to(self.device)
+        self.supernet.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
             self.supernet.parameters(),
             lr=config.weight_lr,
