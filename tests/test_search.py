@@ -123,9 +123,9 @@ def test_mixed_schedule_converts_without_entropy_jump(tmp_path: Path) -> None:
     assert summaries[2]["alpha_params"] > summaries[0]["alpha_params"]
 
 
-def cli(
-    *args: str, cwd: Path | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    # Run outside the checkout so that `-m fpnas_dsl` imports the installed package
+    # (with its compiled core), not the source tree.
     return subprocess.run(
         [sys.executable, "-m", "fpnas_dsl", *args],
         capture_output=True,
@@ -160,7 +160,7 @@ def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> N
 @pytest.mark.parametrize("how", ["sigkill", "sigint"])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, how: str) -> None:
     overrides = {"epochs": 3, "steps_per_epoch": 12}
-    done = cli(*cli_args(tmp_path / "straight", **overrides))
+    done = cli(*cli_args(tmp_path / "straight", **overrides), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     run = tmp_path / "stopped"
     proc = subprocess.Popen(
@@ -168,6 +168,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, how: str) 
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        cwd=tmp_path,
     )
     if how == "sigkill":
         wait_for(run / "checkpoint.pt", proc)  # written at the end of epoch 1
@@ -181,7 +182,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, how: str) 
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2 and "resume with: fpnas search --resume" in err
         assert load_checkpoint(run)["step"] > 0  # saved mid-epoch
-    resumed = cli("search", "--resume", str(run), "--no-progress")
+    resumed = cli("search", "--resume", str(run), "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     straight_logits, straight_blocks = final_state(tmp_path / "straight")
     logits, blocks = final_state(run)
