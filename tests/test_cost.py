@@ -18,13 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from spaces_for_tests import BUNDLED, bundled_or_python, mobilenet_v2, tiny
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from fpnas_dsl import cost
 from fpnas_dsl.ir import Space, decode, uniform_samples
 from fpnas_dsl.nn import build_network
-from tests.spaces_for_tests import BUNDLED, bundled_or_python, mobilenet_v2, tiny
 
 SMALL = 36  # odd sizes on the way down (36, 18, 9, 5, 3, 2)
 

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
+from spaces_for_tests import BUNDLED, bundled_or_python, tiny
 from torch import nn
 
 from fpnas_dsl.ir import ArchitectureMismatch, Space, decode, uniform_samples
 from fpnas_dsl.nn import Supernet, build_network
-from tests.spaces_for_tests import BUNDLED, bundled_or_python, tiny
 
 SMALL = 36
 
