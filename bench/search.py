@@ -85,7 +85,11 @@ def bench_iterations(args: argparse.Namespace) -> None:
     space = search.space
     x_train, y_train, x_val, _ = batches[1]
     archs = [a for group in sampled for a in group]
-    nets = [build_network(space, decode(space, a)) for a in archs]
+    # Same memory format as the search's supernet and batches (channels-last).
+    nets = [
+        build_network(space, decode(space, a)).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        for a in archs
+    ]
     standalone = 0.0
     for net in nets:
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
