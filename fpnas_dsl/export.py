@@ -211,8 +211,15 @@ def export(
     space, arch = source.space, source.arch
     flops, params = architecture_cost(space, arch)
     report = ExportReport(
-        path=out, format=fmt, size_bytes=0, space=arch.space, resolution=arch.resolution,
-        in_channels=arch.in_channels, classes=arch.classes, flops=flops, params=params,
+        path=out,
+        format=fmt,
+        size_bytes=0,
+        space=arch.space,
+        resolution=arch.resolution,
+        in_channels=arch.in_channels,
+        classes=arch.classes,
+        flops=flops,
+        params=params,
         weights="none (architecture only)",
     )
     with atomic_path(out) as tmp:

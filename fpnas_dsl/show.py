@@ -97,18 +97,38 @@ def arch_table(space: Space, arch: Architecture) -> str:
     blocks = concrete_blocks(space, arch)
     sizes = feature_sizes(space, blocks)
     starts = set(stage_starts(blocks))
-    head = ("block", "stage", "stride", "size", "in", "out", "exp", "mid", "kernel", "act",
-            "attention")
+    head = (
+        "block",
+        "stage",
+        "stride",
+        "size",
+        "in",
+        "out",
+        "exp",
+        "mid",
+        "kernel",
+        "act",
+        "attention",
+    )
     rows: list[tuple[str, ...]] = []
     stage = 0
     for i, (b, size) in enumerate(zip(blocks, sizes, strict=True)):
         stage += i in starts
-        rows.append((
-            str(i + 1), str(stage), str(b.stride), f"{size}x{size}", str(b.in_channels),
-            str(b.out_channels), f"{b.expansion:g}", "-" if b.is_skip else str(b.mid_channels),
-            "skip" if b.is_skip else f"{b.kernel}x{b.kernel}", "-" if b.is_skip else b.act,
-            "-" if b.is_skip else b.attention,
-        ))
+        rows.append(
+            (
+                str(i + 1),
+                str(stage),
+                str(b.stride),
+                f"{size}x{size}",
+                str(b.in_channels),
+                str(b.out_channels),
+                f"{b.expansion:g}",
+                "-" if b.is_skip else str(b.mid_channels),
+                "skip" if b.is_skip else f"{b.kernel}x{b.kernel}",
+                "-" if b.is_skip else b.act,
+                "-" if b.is_skip else b.attention,
+            )
+        )
     widths = [max(len(h), *(len(r[c]) for r in rows)) for c, h in enumerate(head)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
@@ -120,9 +140,11 @@ def summary_line(space: Space, arch: Architecture, extra: dict[str, Any]) -> str
     from fpnas_dsl.cost import arch_cost
 
     flops, params = arch_cost(space, arch)
-    text = (f"{arch.space}: {len(arch.blocks)} blocks, input {arch.in_channels}x"
-            f"{arch.resolution}x{arch.resolution}, {arch.classes} classes, "
-            f"{int(flops) / 1e6:,.2f} MFLOPS, {int(params) / 1e6:,.3f} M params")
+    text = (
+        f"{arch.space}: {len(arch.blocks)} blocks, input {arch.in_channels}x"
+        f"{arch.resolution}x{arch.resolution}, {arch.classes} classes, "
+        f"{int(flops) / 1e6:,.2f} MFLOPS, {int(params) / 1e6:,.3f} M params"
+    )
     accuracy = extra.get("accuracy")
     if isinstance(accuracy, int | float):
         text += f", accuracy {accuracy:.2%} (supernet weights)"
@@ -141,8 +163,9 @@ def _kernel_colour(kernel: int, seen: dict[int, str]) -> str:
     return seen[kernel]
 
 
-def draw_architecture(space: Space, arch: Architecture, png: Path, svg: Path | None,
-                      title: str | None = None) -> None:
+def draw_architecture(
+    space: Space, arch: Architecture, png: Path, svg: Path | None, title: str | None = None
+) -> None:
     """Draw the Fig. B.5-style picture to `png` (and `svg`)."""
     import matplotlib
 
@@ -165,22 +188,51 @@ def draw_architecture(space: Space, arch: Architecture, png: Path, svg: Path | N
         x = i * step
         height = max(b.out_channels / top, 0.02)
         if b.is_skip:
-            ax.add_patch(Rectangle((x, 0), box_w, height, facecolor=SKIP_FACE,
-                                   edgecolor=SKIP_EDGE, linestyle="--", linewidth=1.0))
+            ax.add_patch(
+                Rectangle(
+                    (x, 0),
+                    box_w,
+                    height,
+                    facecolor=SKIP_FACE,
+                    edgecolor=SKIP_EDGE,
+                    linestyle="--",
+                    linewidth=1.0,
+                )
+            )
             continue
-        ax.add_patch(Rectangle(
-            (x, 0), box_w, height, facecolor=_kernel_colour(b.kernel, extra_colours),
-            edgecolor="black", linewidth=0.6, hatch=HATCHES.get(b.act, "..."),
-        ))
-        ax.text(x + box_w / 2, height + 0.02, str(ATTENTION_SPLITS.get(b.attention, "?")),
-                ha="center", va="bottom", fontsize=8)
+        ax.add_patch(
+            Rectangle(
+                (x, 0),
+                box_w,
+                height,
+                facecolor=_kernel_colour(b.kernel, extra_colours),
+                edgecolor="black",
+                linewidth=0.6,
+                hatch=HATCHES.get(b.act, "..."),
+            )
+        )
+        ax.text(
+            x + box_w / 2,
+            height + 0.02,
+            str(ATTENTION_SPLITS.get(b.attention, "?")),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
     n = len(blocks)
     for s, start in enumerate(starts):
         end = starts[s + 1] if s + 1 < len(starts) else n
         if start > 0:
             ax.axvline(start * step - (step - box_w) / 2, color="black", linewidth=1.6)
-        ax.text((start + end) / 2 * step - (step - box_w) / 2, -0.13,
-                f"{sizes[start]}²", ha="center", va="top", fontsize=8, color="#444444")
+        ax.text(
+            (start + end) / 2 * step - (step - box_w) / 2,
+            -0.13,
+            f"{sizes[start]}²",
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="#444444",
+        )
     ax.set_xlim(-0.3, n * step + 0.1)
     ax.set_ylim(0, 1.12)
     ax.set_xticks([i * step + box_w / 2 for i in range(n)])
@@ -193,21 +245,47 @@ def draw_architecture(space: Space, arch: Architecture, png: Path, svg: Path | N
         ax.spines[side].set_visible(False)
     handles = []
     for kernel in sorted({b.kernel for b in blocks if not b.is_skip}):
-        handles.append(Patch(facecolor=_kernel_colour(kernel, extra_colours),
-                             edgecolor="black", label=f"{kernel}x{kernel}"))
+        handles.append(
+            Patch(
+                facecolor=_kernel_colour(kernel, extra_colours),
+                edgecolor="black",
+                label=f"{kernel}x{kernel}",
+            )
+        )
     if any(b.is_skip for b in blocks):
-        handles.append(Patch(facecolor=SKIP_FACE, edgecolor=SKIP_EDGE, linestyle="--",
-                             label="skip"))
+        handles.append(
+            Patch(facecolor=SKIP_FACE, edgecolor=SKIP_EDGE, linestyle="--", label="skip")
+        )
     order = list(ACT_LABELS)
     acts = {b.act for b in blocks if not b.is_skip}
     for act in sorted(acts, key=lambda a: (order.index(a) if a in order else len(order), a)):
-        handles.append(Patch(facecolor="white", edgecolor="black", hatch=HATCHES.get(act, "..."),
-                             label=ACT_LABELS.get(act, act)))
-    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncol=len(handles),
-              fontsize=7, frameon=False, handlelength=1.6, columnspacing=1.0, borderaxespad=0)
-    fig.text(left, 0.04,
-             "on top: attention splits (0 none, 1 SE, 2/4 split-attention) · height ∝ output "
-             "channels (below) · bars: stages (feature size)", fontsize=6.5, color="#444444")
+        handles.append(
+            Patch(
+                facecolor="white",
+                edgecolor="black",
+                hatch=HATCHES.get(act, "..."),
+                label=ACT_LABELS.get(act, act),
+            )
+        )
+    ax.legend(
+        handles=handles,
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.01),
+        ncol=len(handles),
+        fontsize=7,
+        frameon=False,
+        handlelength=1.6,
+        columnspacing=1.0,
+        borderaxespad=0,
+    )
+    fig.text(
+        left,
+        0.04,
+        "on top: attention splits (0 none, 1 SE, 2/4 split-attention) · height ∝ output "
+        "channels (below) · bars: stages (feature size)",
+        fontsize=6.5,
+        color="#444444",
+    )
     fig.suptitle(title or _title(space, arch), fontsize=9.5, x=left, y=0.97, ha="left")
     _save(fig, png, "png")
     if svg is not None:
@@ -218,8 +296,10 @@ def _title(space: Space, arch: Architecture) -> str:
     from fpnas_dsl.cost import arch_cost
 
     flops, params = arch_cost(space, arch)
-    return (f"{arch.space}: {arch.resolution}²×{arch.in_channels} input, {len(arch.blocks)} "
-            f"MBConv blocks, {int(flops) / 1e6:,.2f} MFLOPS, {int(params) / 1e6:,.3f} M params")
+    return (
+        f"{arch.space}: {arch.resolution}²×{arch.in_channels} input, {len(arch.blocks)} "
+        f"MBConv blocks, {int(flops) / 1e6:,.2f} MFLOPS, {int(params) / 1e6:,.3f} M params"
+    )
 
 
 def _save(fig: Any, path: Path, fmt: str) -> None:
@@ -241,15 +321,21 @@ def _series(rows: list[dict[str, Any]], key: str) -> tuple[list[float], list[flo
     return xs, ys
 
 
-def _panel(ax: Any, rows: list[dict[str, Any]], keys: list[tuple[str, str, float]],
-           title: str, ylabel: str) -> bool:
+def _panel(
+    ax: Any, rows: list[dict[str, Any]], keys: list[tuple[str, str, float]], title: str, ylabel: str
+) -> bool:
     """Plot the epoch series `keys` (key, label, scale); whether anything was drawn."""
     drawn = False
     for key, label, scale in keys:
         xs, ys = _series(rows, key)
         if xs:
-            ax.plot(xs, [y * scale for y in ys], marker="o" if len(xs) < 40 else None,
-                    markersize=3, label=label)
+            ax.plot(
+                xs,
+                [y * scale for y in ys],
+                marker="o" if len(xs) < 40 else None,
+                markersize=3,
+                label=label,
+            )
             drawn = True
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("epoch", fontsize=8)
@@ -262,8 +348,9 @@ def _panel(ax: Any, rows: list[dict[str, Any]], keys: list[tuple[str, str, float
 
 
 def _not_recorded(ax: Any) -> None:
-    ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes,
-            color="#888888")
+    ax.text(
+        0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="#888888"
+    )
 
 
 def _iteration_x(iters: list[dict[str, Any]]) -> list[float]:
@@ -272,49 +359,81 @@ def _iteration_x(iters: list[dict[str, Any]]) -> list[float]:
     for row in iters:
         e, s = int(row.get("epoch", 1)), int(row.get("step", 0))
         steps[e] = max(steps.get(e, 0), s + 1)
-    return [int(r.get("epoch", 1)) - 1 + (int(r.get("step", 0)) + 1) / steps[int(r.get("epoch", 1))]
-            for r in iters]
+    return [
+        int(r.get("epoch", 1)) - 1 + (int(r.get("step", 0)) + 1) / steps[int(r.get("epoch", 1))]
+        for r in iters
+    ]
 
 
-def _overlay_iterations(ax: Any, iters: list[dict[str, Any]], key: str, scale: float,
-                        label: str) -> bool:
+def _overlay_iterations(
+    ax: Any, iters: list[dict[str, Any]], key: str, scale: float, label: str
+) -> bool:
     xs = _iteration_x(iters)
-    pts = [(x, float(r[key]) * scale) for x, r in zip(xs, iters, strict=True)
-           if isinstance(r.get(key), int | float) and math.isfinite(r[key])]
+    pts = [
+        (x, float(r[key]) * scale)
+        for x, r in zip(xs, iters, strict=True)
+        if isinstance(r.get(key), int | float) and math.isfinite(r[key])
+    ]
     if pts:
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color="#999999", linewidth=0.7,
-                marker="." if len(pts) < 40 else None, markersize=3, alpha=0.8, label=label,
-                zorder=1)
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            color="#999999",
+            linewidth=0.7,
+            marker="." if len(pts) < 40 else None,
+            markersize=3,
+            alpha=0.8,
+            label=label,
+            zorder=1,
+        )
         ax.legend(fontsize=8)
     return bool(pts)
 
 
-def plot_search(rows: list[dict[str, Any]], png: Path, title: str,
-                target_flops: float | None = None, warmup: float | None = None,
-                iters: list[dict[str, Any]] | None = None) -> None:
+def plot_search(
+    rows: list[dict[str, Any]],
+    png: Path,
+    title: str,
+    target_flops: float | None = None,
+    warmup: float | None = None,
+    iters: list[dict[str, Any]] | None = None,
+) -> None:
     """Entropy, K, expected FLOPS and accuracy per epoch of a search run (with the
     iteration lines, where there are any, drawn thin underneath)."""
     fig, axes = _run_figure()
     (h_ax, k_ax), (f_ax, a_ax) = axes
     drawn = {
-        id(h_ax): _panel(h_ax, rows, [("entropy", "per epoch", 1.0)],
-                         "distribution entropy H", "nats"),
-        id(k_ax): _panel(k_ax, rows, [("k", "per epoch", 1.0)], "samples per iteration K",
-                         "K"),
-        id(f_ax): _panel(f_ax, rows, [("expected_flops", "expected (samples)", 1e-6),
-                                      ("arch_flops", "most probable architecture", 1e-6)],
-                         "FLOPS", "MFLOPS"),
-        id(a_ax): _panel(a_ax, rows, [("val_acc", "validation accuracy", 100.0)],
-                         "accuracy of the most probable architecture", "%"),
+        id(h_ax): _panel(
+            h_ax, rows, [("entropy", "per epoch", 1.0)], "distribution entropy H", "nats"
+        ),
+        id(k_ax): _panel(k_ax, rows, [("k", "per epoch", 1.0)], "samples per iteration K", "K"),
+        id(f_ax): _panel(
+            f_ax,
+            rows,
+            [
+                ("expected_flops", "expected (samples)", 1e-6),
+                ("arch_flops", "most probable architecture", 1e-6),
+            ],
+            "FLOPS",
+            "MFLOPS",
+        ),
+        id(a_ax): _panel(
+            a_ax,
+            rows,
+            [("val_acc", "validation accuracy", 100.0)],
+            "accuracy of the most probable architecture",
+            "%",
+        ),
     }
     if iters:
-        for ax, key, scale, label in ((h_ax, "entropy", 1.0, "per iteration"),
-                                      (k_ax, "k", 1.0, "per iteration"),
-                                      (f_ax, "flops_mean", 1e-6, "samples, per iteration")):
+        for ax, key, scale, label in (
+            (h_ax, "entropy", 1.0, "per iteration"),
+            (k_ax, "k", 1.0, "per iteration"),
+            (f_ax, "flops_mean", 1e-6, "samples, per iteration"),
+        ):
             drawn[id(ax)] = _overlay_iterations(ax, iters, key, scale, label) or drawn[id(ax)]
     if target_flops:
-        f_ax.axhline(target_flops / 1e6, color="red", linestyle=":", linewidth=1,
-                     label="target")
+        f_ax.axhline(target_flops / 1e6, color="red", linestyle=":", linewidth=1, label="target")
         f_ax.legend(fontsize=8)
     for ax in (h_ax, k_ax, f_ax, a_ax):
         if not drawn[id(ax)]:
@@ -327,8 +446,14 @@ def plot_search(rows: list[dict[str, Any]], png: Path, title: str,
         marks.append((float(converted[0]), "#b07aa1", "FD→JD"))
     for x, colour, label in marks:
         for ax in (h_ax, k_ax, f_ax, a_ax):
-            ax.axvline(x, color=colour, linestyle="--", linewidth=0.8, zorder=0,
-                       label=label if ax is h_ax else None)
+            ax.axvline(
+                x,
+                color=colour,
+                linestyle="--",
+                linewidth=0.8,
+                zorder=0,
+                label=label if ax is h_ax else None,
+            )
     if marks or drawn[id(h_ax)]:
         h_ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=11)
@@ -338,17 +463,36 @@ def plot_search(rows: list[dict[str, Any]], png: Path, title: str,
 def plot_training(rows: list[dict[str, Any]], png: Path, title: str) -> None:
     """Loss, accuracy, learning rate and throughput per epoch of a training run."""
     fig, axes = _run_figure()
-    drawn = [_panel(axes[0][0], rows, [("train_loss", "train (smoothed labels)", 1.0),
-                                       ("test_loss", "test", 1.0),
-                                       ("test_loss_ema", "test, EMA", 1.0)],
-                    "loss", "cross-entropy"),
-             _panel(axes[0][1], rows, [("train_acc", "train (augmented)", 100.0),
-                                       ("test_acc", "test", 100.0),
-                                       ("test_acc_ema", "test, EMA", 100.0)], "accuracy", "%"),
-             _panel(axes[1][0], rows, [("lr", "learning rate", 1.0)],
-                    "learning rate (end of epoch)", "lr"),
-             _panel(axes[1][1], rows, [("images_per_s", "images/s", 1.0)],
-                    "training throughput", "images/s")]
+    drawn = [
+        _panel(
+            axes[0][0],
+            rows,
+            [
+                ("train_loss", "train (smoothed labels)", 1.0),
+                ("test_loss", "test", 1.0),
+                ("test_loss_ema", "test, EMA", 1.0),
+            ],
+            "loss",
+            "cross-entropy",
+        ),
+        _panel(
+            axes[0][1],
+            rows,
+            [
+                ("train_acc", "train (augmented)", 100.0),
+                ("test_acc", "test", 100.0),
+                ("test_acc_ema", "test, EMA", 100.0),
+            ],
+            "accuracy",
+            "%",
+        ),
+        _panel(
+            axes[1][0], rows, [("lr", "learning rate", 1.0)], "learning rate (end of epoch)", "lr"
+        ),
+        _panel(
+            axes[1][1], rows, [("images_per_s", "images/s", 1.0)], "training throughput", "images/s"
+        ),
+    ]
     for ax, done in zip([a for r in axes for a in r], drawn, strict=True):
         if not done:
             _not_recorded(ax)
@@ -429,8 +573,10 @@ def _search_settings(run_dir: Path) -> tuple[float | None, float | None]:
         flat = _flatten(doc)
         target = next((v for k, v in flat.items() if k.endswith("target_flops")), None)
         warmup = next((v for k, v in flat.items() if k.endswith("warmup_epochs")), None)
-        return (float(target) if isinstance(target, int | float) else None,
-                float(warmup) if isinstance(warmup, int | float) else None)
+        return (
+            float(target) if isinstance(target, int | float) else None,
+            float(warmup) if isinstance(warmup, int | float) else None,
+        )
     return None, None
 
 

@@ -212,8 +212,13 @@ class RMSpropTF(torch.optim.Optimizer):
         eps: float = 1e-3,
         weight_decay: float = 0.0,
     ) -> None:
-        defaults = {"lr": lr, "rho": rho, "momentum": momentum, "eps": eps,
-                    "weight_decay": weight_decay}
+        defaults = {
+            "lr": lr,
+            "rho": rho,
+            "momentum": momentum,
+            "eps": eps,
+            "weight_decay": weight_decay,
+        }
         super().__init__(params, defaults)
 
     @torch.no_grad()
@@ -253,11 +258,14 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # No weight decay on batch-norm and bias parameters (1-d tensors), as usual.
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if cfg.optimizer == "rmsprop":
-        return RMSpropTF(groups, lr=cfg.lr, rho=cfg.rmsprop_rho, momentum=cfg.momentum,
-                         eps=cfg.rmsprop_eps)
+        return RMSpropTF(
+            groups, lr=cfg.lr, rho=cfg.rmsprop_rho, momentum=cfg.momentum, eps=cfg.rmsprop_eps
+        )
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
 
 
@@ -286,13 +294,18 @@ class EMA:
         self.updates = 0
         self._pairs = self._tensor_pairs(model)
 
-    def _tensor_pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor],
-                                                      list[torch.Tensor], list[torch.Tensor]]:
+    def _tensor_pairs(
+        self, model: nn.Module
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
         mine, theirs = self.module.state_dict(), model.state_dict()
         fl = [k for k, v in mine.items() if v.is_floating_point()]
         other = [k for k, v in mine.items() if not v.is_floating_point()]
-        return ([mine[k] for k in fl], [theirs[k] for k in fl],
-                [mine[k] for k in other], [theirs[k] for k in other])
+        return (
+            [mine[k] for k in fl],
+            [theirs[k] for k in fl],
+            [mine[k] for k in other],
+            [theirs[k] for k in other],
+        )
 
     @torch.no_grad()
     def update(self) -> None:
@@ -359,10 +372,13 @@ def resolve_architecture(
         space, arch, _ = load_arch(path)
         if resolution or in_channels or classes:
             space = space.with_input(resolution, in_channels, classes)
-            arch = arch.model_copy(update={
-                "resolution": space.resolution, "in_channels": space.in_channels,
-                "classes": space.classes,
-            })
+            arch = arch.model_copy(
+                update={
+                    "resolution": space.resolution,
+                    "in_channels": space.in_channels,
+                    "classes": space.classes,
+                }
+            )
         return space, arch
     from fpnas_dsl import ir
     from fpnas_dsl.parser import load_space
@@ -433,7 +449,10 @@ Log = Callable[[str], None]
 
 
 def evaluate(
-    model: nn.Module, test: ImageSet, prep: BatchPreparer, batch_size: int,
+    model: nn.Module,
+    test: ImageSet,
+    prep: BatchPreparer,
+    batch_size: int,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) on a split, in eval mode."""
@@ -477,8 +496,10 @@ def train(
         if arch_arg is None:
             raise FpnasError("give an architecture (ARCH.json or a fixed space) or --resume DIR")
         if (out / TRAIN_STATE).exists():
-            raise FpnasError(f"{out}: holds a training run already; continue it with --resume "
-                             f"{out}, or choose another --out")
+            raise FpnasError(
+                f"{out}: holds a training run already; continue it with --resume "
+                f"{out}, or choose another --out"
+            )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -493,8 +514,9 @@ def train(
     check_fits(arch, data)
     steps = count_steps(data.train, cfg.batch_size)
     if steps < 1:
-        raise FpnasError(f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} "
-                         "training images")
+        raise FpnasError(
+            f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training images"
+        )
     # Augmentation runs on the data's images, before they are resized for the network.
     cfg = cfg.resolved(steps, data.resolution)
     flops, params = architecture_cost(space, arch)
@@ -546,9 +568,13 @@ def train(
         began = time.perf_counter()
         seen, correct, loss_sum = 0, 0, 0.0
         bar = tqdm(
-            batches(data.train, cfg.batch_size, cfg.seed, epoch), total=steps,
-            desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=_no_bar(cfg), leave=False,
-            unit="batch", dynamic_ncols=True,
+            batches(data.train, cfg.batch_size, cfg.seed, epoch),
+            total=steps,
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            disable=_no_bar(cfg),
+            leave=False,
+            unit="batch",
+            dynamic_ncols=True,
         )
         for step, (images, labels) in enumerate(bar):
             lr = learning_rate(cfg, epoch + step / steps)
@@ -568,27 +594,38 @@ def train(
             loss_sum += float(loss.detach()) * n
             correct += int((logits.argmax(1) == labels).sum())
             if step % 20 == 0:
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}",
-                                lr=f"{lr:.2e}")
+                bar.set_postfix(
+                    loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}"
+                )
         bar.close()
         if not math.isfinite(loss_sum):
-            raise FpnasError(f"training diverged in epoch {epoch + 1} (loss is not finite); "
-                             "try a lower --lr or more --warmup-epochs")
+            raise FpnasError(
+                f"training diverged in epoch {epoch + 1} (loss is not finite); "
+                "try a lower --lr or more --warmup-epochs"
+            )
         train_s = time.perf_counter() - began
         wall += train_s
         row: dict[str, Any] = {
-            "type": "epoch", "epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
-            "train_acc": correct / seen, "images": seen, "epoch_s": round(train_s, 3),
-            "images_per_s": round(seen / train_s, 1), "wall": round(wall, 3),
+            "type": "epoch",
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "images": seen,
+            "epoch_s": round(train_s, 3),
+            "images_per_s": round(seen / train_s, 1),
+            "wall": round(wall, 3),
         }
         last_epoch = epoch + 1 == cfg.epochs
         if last_epoch or (epoch + 1) % cfg.eval_every == 0:
-            test_acc, test_loss = evaluate(model, data.test, prep, cfg.eval_batch_size,
-                                           memory_format)
+            test_acc, test_loss = evaluate(
+                model, data.test, prep, cfg.eval_batch_size, memory_format
+            )
             row.update(test_acc=test_acc, test_loss=test_loss)
             if ema is not None:
-                test_acc_ema, test_loss_ema = evaluate(ema.module, data.test, prep,
-                                                       cfg.eval_batch_size, memory_format)
+                test_acc_ema, test_loss_ema = evaluate(
+                    ema.module, data.test, prep, cfg.eval_batch_size, memory_format
+                )
                 row.update(test_acc_ema=test_acc_ema, test_loss_ema=test_loss_ema)
         _save_epoch(out, epoch + 1, model, optimizer, ema, wall, cfg)
         with (out / METRICS_FILE).open("a") as fh:
@@ -598,11 +635,18 @@ def train(
     best = TRAIN_MODEL
     if test_acc_ema is not None and float(test_acc_ema) >= test_acc:
         best = TRAIN_MODEL_EMA
-    result = TrainResult(out, cfg.epochs, test_acc, test_acc_ema if ema else None, best,
-                         round(wall, 3), flops, params)
+    result = TrainResult(
+        out,
+        cfg.epochs,
+        test_acc,
+        test_acc_ema if ema else None,
+        best,
+        round(wall, 3),
+        flops,
+        params,
+    )
     doc = result.to_json()
-    doc.update(space=arch.space, resolution=arch.resolution, data=cfg.data,
-               config=asdict(cfg))
+    doc.update(space=arch.space, resolution=arch.resolution, data=cfg.data, config=asdict(cfg))
     write_json_atomic(out / TRAIN_RESULT, doc)
     return result
 
@@ -613,8 +657,10 @@ def _no_bar(cfg: TrainConfig) -> bool | None:
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:
-    text = (f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train acc "
-            f"{row['train_acc']:.4f}")
+    text = (
+        f"epoch {row['epoch']}/{epochs}: loss {row['train_loss']:.4f}, train acc "
+        f"{row['train_acc']:.4f}"
+    )
     if "test_acc" in row:
         text += f", test acc {row['test_acc']:.4f}"
     if "test_acc_ema" in row:
@@ -623,13 +669,22 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 
 def _save_epoch(
-    out: Path, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
-    ema: EMA | None, wall: float, cfg: TrainConfig,
+    out: Path,
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: EMA | None,
+    wall: float,
+    cfg: TrainConfig,
 ) -> None:
     cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state = {
-        "format": STATE_FORMAT, "epoch": epoch, "wall": wall, "config": asdict(cfg),
-        "model": cpu, "optimizer": optimizer.state_dict(),
+        "format": STATE_FORMAT,
+        "epoch": epoch,
+        "wall": wall,
+        "config": asdict(cfg),
+        "model": cpu,
+        "optimizer": optimizer.state_dict(),
         "ema": ema.module.state_dict() if ema is not None else None,
         "ema_updates": ema.updates if ema is not None else 0,
     }
@@ -650,7 +705,8 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
     if not path.exists():
         return
     keep = [
-        line for line in path.read_text().splitlines()
+        line
+        for line in path.read_text().splitlines()
         if line.strip() and _line_epoch(line) <= epochs_done
     ]
     write_text_atomic(path, "".join(line + "\n" for line in keep))
@@ -672,8 +728,9 @@ def _open_resume(
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # damaged file: torch raises many types
-        raise FpnasError(f"{path}: corrupt or unreadable training state ({type(exc).__name__})") \
-            from None
+        raise FpnasError(
+            f"{path}: corrupt or unreadable training state ({type(exc).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise FpnasError(f"{path}: not an fpnas training state (expected {STATE_FORMAT})")
     cfg = TrainConfig.from_dict(state["config"])

@@ -3,6 +3,20 @@ pytest puts this directory on sys.path)."""
 
 from __future__ import annotations
 
+#: The keys `fpnas compile --json` must print (issue 3).
+REQUIRED_KEYS = {
+    "name",
+    "resolution",
+    "blocks",
+    "decisions",
+    "architectures",
+    "log10_architectures",
+    "uniform_entropy_nats",
+    "initial_k",
+    "alpha_params_factorized",
+    "alpha_params_joint",
+}
+
 TINY = """\
 # a tiny space
 space tiny

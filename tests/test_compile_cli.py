@@ -10,26 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from dsl_samples import TINY, with_lines
+from dsl_samples import REQUIRED_KEYS, TINY, with_lines
 
 from fpnas_dsl import cli, ir
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Every subcommand, as the CLI declares it (the fixture below narrows cli.COMMANDS).
 ALL_COMMANDS = dict(cli.COMMANDS)
-
-REQUIRED_KEYS = {
-    "name",
-    "resolution",
-    "blocks",
-    "decisions",
-    "architectures",
-    "log10_architectures",
-    "uniform_entropy_nats",
-    "initial_k",
-    "alpha_params_factorized",
-    "alpha_params_joint",
-}
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dsl_samples import REQUIRED_KEYS
 
 from fpnas_dsl import ir, resources
 from fpnas_dsl.parser import load_space
@@ -34,18 +35,6 @@ EXPECTED = [
     "fpnas_l2",
     "mobilenet_v2",
 ]
-REQUIRED_KEYS = {
-    "name",
-    "resolution",
-    "blocks",
-    "decisions",
-    "architectures",
-    "log10_architectures",
-    "uniform_entropy_nats",
-    "initial_k",
-    "alpha_params_factorized",
-    "alpha_params_joint",
-}
 
 
 def golden_summary(name: str) -> dict[str, Any]:

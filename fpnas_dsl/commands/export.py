@@ -34,7 +34,10 @@ def register(sub: Any, name: str, help_text: str) -> None:
         "--opset", type=int, default=17, metavar="N", help="ONNX opset, 13..20 (default 17)"
     )
     p.add_argument(
-        "--tolerance", type=float, default=1e-4, metavar="X",
+        "--tolerance",
+        type=float,
+        default=1e-4,
+        metavar="X",
         help="max |exported - PyTorch| accepted by the check (default 1e-4)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh init and test inputs")
@@ -71,8 +74,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  weights: {report.weights}")
         checked = "ONNX Runtime" if report.format == "onnx" else "torch.jit.load"
         diffs = ", ".join(f"{d:.2e} (batch {b})" for b, d in report.max_abs_diff.items())
-        print(f"  verified with {checked} against PyTorch on random inputs: max |diff| {diffs} "
-              f"<= {args.tolerance:g} (max |logit| {report.output_scale:.3g})")
+        print(
+            f"  verified with {checked} against PyTorch on random inputs: max |diff| {diffs} "
+            f"<= {args.tolerance:g} (max |logit| {report.output_scale:.3g})"
+        )
         if report.checker:
             print(f"  passed {report.checker}")
     return 0

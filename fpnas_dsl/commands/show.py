@@ -20,7 +20,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
     )
     p.add_argument("source", metavar="ARCH.json|RUN_DIR")
     p.add_argument(
-        "-o", "--output", metavar="PREFIX",
+        "-o",
+        "--output",
+        metavar="PREFIX",
         help="write PREFIX.png, PREFIX.svg (and PREFIX-search.png or PREFIX-training.png); "
         "default: beside ARCH.json, or RUN_DIR/arch.png, RUN_DIR/search.png",
     )

@@ -31,33 +31,59 @@ def register(sub: Any, name: str, help_text: str) -> None:
         ),
     )
     p.add_argument("arch", nargs="?", metavar="ARCH", help="arch.json, run dir, or fixed space")
-    p.add_argument("--out", "-o", metavar="DIR",
-                   help="training directory (required unless --resume)")
-    p.add_argument("--resume", metavar="DIR",
-                   help="continue the training run in DIR with its settings (config.json); "
-                   "only --epochs (a new total), --threads and --progress apply")
+    p.add_argument(
+        "--out", "-o", metavar="DIR", help="training directory (required unless --resume)"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the training run in DIR with its settings (config.json); "
+        "only --epochs (a new total), --threads and --progress apply",
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--data", default="fashion-mnist",
-                   help="fashion-mnist (default), imagefolder:PATH, synthetic[:k=v,...]")
+    g.add_argument(
+        "--data",
+        default="fashion-mnist",
+        help="fashion-mnist (default), imagefolder:PATH, synthetic[:k=v,...]",
+    )
     g.add_argument("--data-dir", metavar="DIR", help="directory of the Fashion-MNIST IDX files")
     g.add_argument("--resolution", type=_positive_int, help="input resolution override")
     g.add_argument("--in-channels", type=_positive_int, help="input channels override")
     g.add_argument("--classes", type=_positive_int, help="number of classes override")
-    g.add_argument("--train-subset", type=_positive_int, metavar="N",
-                   help="train on a fixed random subset of N images (quick experiments)")
+    g.add_argument(
+        "--train-subset",
+        type=_positive_int,
+        metavar="N",
+        help="train on a fixed random subset of N images (quick experiments)",
+    )
     g = p.add_argument_group("schedule")
-    g.add_argument("--epochs", type=_positive_int, help="epochs (default 30; with --resume: a "
-                   "new total to continue to)")
+    g.add_argument(
+        "--epochs",
+        type=_positive_int,
+        help="epochs (default 30; with --resume: a new total to continue to)",
+    )
     g.add_argument("--batch-size", "-b", type=_positive_int, default=128)
     g.add_argument("--optimizer", choices=("rmsprop", "sgd"), default="rmsprop")
-    g.add_argument("--lr", type=float, help="initial learning rate (default 0.2048 x batch/4096 "
-                   "for rmsprop, 0.1 x batch/256 for sgd)")
-    g.add_argument("--schedule", choices=("exp", "cosine"), default="exp",
-                   help="exp: x lr-decay per epoch, as the paper (default); cosine")
-    g.add_argument("--lr-decay", type=float, metavar="F",
-                   help="per-epoch decay factor (default: 0.9875^(420/epochs), the paper's "
-                   "total decay over its 420 epochs spread over this run; 0.9875: the paper's "
-                   "factor as is)")
+    g.add_argument(
+        "--lr",
+        type=float,
+        help="initial learning rate (default 0.2048 x batch/4096 "
+        "for rmsprop, 0.1 x batch/256 for sgd)",
+    )
+    g.add_argument(
+        "--schedule",
+        choices=("exp", "cosine"),
+        default="exp",
+        help="exp: x lr-decay per epoch, as the paper (default); cosine",
+    )
+    g.add_argument(
+        "--lr-decay",
+        type=float,
+        metavar="F",
+        help="per-epoch decay factor (default: 0.9875^(420/epochs), the paper's "
+        "total decay over its 420 epochs spread over this run; 0.9875: the paper's "
+        "factor as is)",
+    )
     g.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up (1 epoch)")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--rmsprop-eps", type=float, default=1e-3, help="inside the root (1e-3)")
@@ -66,29 +92,57 @@ def register(sub: Any, name: str, help_text: str) -> None:
     g = p.add_argument_group("regularisation")
     g.add_argument("--label-smoothing", type=float, default=0.1)
     aa = g.add_mutually_exclusive_group()
-    aa.add_argument("--autoaugment", dest="autoaugment", action="store_true", default=None,
-                    help="AutoAugment on (default: on at resolution >= 64, off below)")
+    aa.add_argument(
+        "--autoaugment",
+        dest="autoaugment",
+        action="store_true",
+        default=None,
+        help="AutoAugment on (default: on at resolution >= 64, off below)",
+    )
     aa.add_argument("--no-autoaugment", dest="autoaugment", action="store_false")
-    g.add_argument("--autoaugment-policy", choices=("imagenet", "cifar10", "svhn"),
-                   default="imagenet")
-    g.add_argument("--crop-padding", type=int, metavar="PX",
-                   help="random crop from a zero-padded image (default resolution/8; 0: off)")
+    g.add_argument(
+        "--autoaugment-policy", choices=("imagenet", "cifar10", "svhn"), default="imagenet"
+    )
+    g.add_argument(
+        "--crop-padding",
+        type=int,
+        metavar="PX",
+        help="random crop from a zero-padded image (default resolution/8; 0: off)",
+    )
     g.add_argument("--no-flip", dest="flip", action="store_false", help="no horizontal flip")
-    g.add_argument("--ema-decay", type=float, metavar="D",
-                   help="EMA decay per step (default: the paper's 0.9999 scaled to the run "
-                   "length; 0 disables EMA)")
+    g.add_argument(
+        "--ema-decay",
+        type=float,
+        metavar="D",
+        help="EMA decay per step (default: the paper's 0.9999 scaled to the run "
+        "length; 0 disables EMA)",
+    )
     g = p.add_argument_group("run")
-    g.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
-                   help="evaluate on the test split every N epochs (and at the end)")
+    g.add_argument(
+        "--eval-every",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="evaluate on the test split every N epochs (and at the end)",
+    )
     g.add_argument("--eval-batch-size", type=_positive_int, default=500)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
-    g.add_argument("--no-channels-last", dest="channels_last", action="store_false",
-                   help="keep the contiguous memory format (channels-last is faster on CPUs)")
+    g.add_argument(
+        "--no-channels-last",
+        dest="channels_last",
+        action="store_false",
+        help="keep the contiguous memory format (channels-last is faster on CPUs)",
+    )
     bar = g.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="progress bars even when not on a terminal")
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="progress bars even when not on a terminal",
+    )
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
 
@@ -110,25 +164,48 @@ def run(args: argparse.Namespace) -> int:
             raise FpnasError("give --out DIR for the training directory")
         out = Path(args.out)
     cfg = TrainConfig(
-        data=args.data, data_dir=args.data_dir, batch_size=args.batch_size,
-        optimizer=args.optimizer, lr=args.lr, schedule=args.schedule, lr_decay=args.lr_decay,
-        warmup_epochs=args.warmup_epochs, momentum=args.momentum,
-        rmsprop_eps=args.rmsprop_eps, rmsprop_rho=args.rmsprop_rho,
-        weight_decay=args.weight_decay, train_subset=args.train_subset,
+        data=args.data,
+        data_dir=args.data_dir,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        schedule=args.schedule,
+        lr_decay=args.lr_decay,
+        warmup_epochs=args.warmup_epochs,
+        momentum=args.momentum,
+        rmsprop_eps=args.rmsprop_eps,
+        rmsprop_rho=args.rmsprop_rho,
+        weight_decay=args.weight_decay,
+        train_subset=args.train_subset,
         channels_last=args.channels_last,
-        label_smoothing=args.label_smoothing, autoaugment=args.autoaugment,
-        autoaugment_policy=args.autoaugment_policy, crop_padding=args.crop_padding,
-        flip=args.flip, ema_decay=args.ema_decay, eval_every=args.eval_every,
-        eval_batch_size=args.eval_batch_size, seed=args.seed, device=args.device,
-        threads=args.threads, progress=args.progress,
+        label_smoothing=args.label_smoothing,
+        autoaugment=args.autoaugment,
+        autoaugment_policy=args.autoaugment_policy,
+        crop_padding=args.crop_padding,
+        flip=args.flip,
+        ema_decay=args.ema_decay,
+        eval_every=args.eval_every,
+        eval_batch_size=args.eval_batch_size,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        progress=args.progress,
     )
     result = train(
-        args.arch, out, cfg, resume=bool(args.resume), epochs=args.epochs,
-        resolution=args.resolution, in_channels=args.in_channels, classes=args.classes,
+        args.arch,
+        out,
+        cfg,
+        resume=bool(args.resume),
+        epochs=args.epochs,
+        resolution=args.resolution,
+        in_channels=args.in_channels,
+        classes=args.classes,
     )
-    ema = (f", EMA weights {result.test_acc_ema:.2%}" if result.test_acc_ema is not None else "")
-    print(f"final test accuracy after {result.epochs} epochs: raw weights {result.test_acc:.2%}"
-          f"{ema} ({_duration(result.wall_s)} of training)")
+    ema = f", EMA weights {result.test_acc_ema:.2%}" if result.test_acc_ema is not None else ""
+    print(
+        f"final test accuracy after {result.epochs} epochs: raw weights {result.test_acc:.2%}"
+        f"{ema} ({_duration(result.wall_s)} of training)"
+    )
     print(f"wrote {out}/result.json; best weights {out}/{result.best_weights}")
     return 0
 
