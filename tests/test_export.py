@@ -301,36 +301,13 @@ def test_weights_of_another_architecture(
     tmp_path: Path, good_arch: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _, weights, _, _ = write_case(tmp_path, "mobilenet_v2", seed=0)
-    line = _err(
-        capsys,
-        [
-            "export",
-            str(good_arch),
-            "-f",
-            "onnx",
-            "-o",
-            str(tmp_path / "o.onnx"),
-            "--weights",
-            str(weights),
-        ],
-    )
+    export = ["export", str(good_arch), "-f", "onnx", "-o", str(tmp_path / "o.onnx")]
+    line = _err(capsys, [*export, "--weights", str(weights)])
     assert "do not fit" in line
     assert not (tmp_path / "o.onnx").exists()
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    line = _err(
-        capsys,
-        [
-            "export",
-            str(good_arch),
-            "-f",
-            "onnx",
-            "-o",
-            str(tmp_path / "o.onnx"),
-            "--weights",
-            str(junk),
-        ],
-    )
+    line = _err(capsys, [*export, "--weights", str(junk)])
     assert "junk.pt" in line
 
 
