@@ -164,8 +164,14 @@ def fpnas_l(name: str, resolution: int | None = None) -> Space:
     )
 
 
-def mobilenet_v2(resolution: int = 224) -> Space:
-    """torchvision's mobilenet_v2() (width 1.0): every choice a singleton."""
+def _width(channels: int, multiplier: float) -> int:
+    """torchvision's channel rounding for a width multiplier."""
+    scaled = max(8, int(channels * multiplier + 4) // 8 * 8)
+    return scaled + 8 if scaled < 0.9 * channels * multiplier else scaled
+
+
+def mobilenet_v2(resolution: int = 224, width: float = 1.0) -> Space:
+    """torchvision's mobilenet_v2(width_mult=width): every choice a singleton."""
     micro = Micro(
         name="mbv2",
         kernel=var("kernel", (3,)),
@@ -178,21 +184,22 @@ def mobilenet_v2(resolution: int = 224) -> Space:
         Row(
             micro="mbv2",
             expansion=var("expansion", (float(t),)),
-            channels=var("channels", (c,)),
+            channels=var("channels", (_width(c, width),)),
             repeat=n,
             stride=s,
         )
         for t, c, n, s in table
     )
+    suffix = "" if width == 1.0 else f"_{round(width * 100):03d}"
     return Space(
-        name="mobilenet_v2",
+        name=f"mobilenet_v2{suffix}",
         resolution=resolution,
         in_channels=3,
         classes=1000,
         micros=(micro,),
-        stem=(Conv(out_channels=32, kernel=3, stride=2, act="relu6"),),
+        stem=(Conv(out_channels=_width(32, width), kernel=3, stride=2, act="relu6"),),
         rows=rows,
-        head=(Conv(out_channels=1280, kernel=1, act="relu6"),),
+        head=(Conv(out_channels=_width(1280, max(1.0, width)), kernel=1, act="relu6"),),
         classifier=(Linear(dropout=0.2),),
     )
 
@@ -258,6 +265,7 @@ PYTHON_SPACES: dict[str, Callable[[], Space]] = {
     "fpnas_l1": lambda: fpnas_l("fpnas_l1"),
     "fpnas_l2": lambda: fpnas_l("fpnas_l2"),
     "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v2_035": lambda: mobilenet_v2(width=0.35),
 }
 
 #: The bundled spaces the tests cover (file stems under spaces/).

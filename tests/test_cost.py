@@ -73,7 +73,7 @@ def check_against_counters(space: Space, idx: np.ndarray) -> None:
 @pytest.mark.parametrize("name", BUNDLED)
 def test_bundled_space_small_resolution(name: str) -> None:
     space = bundled_or_python(name).with_input(resolution=SMALL)
-    count = 1 if name == "mobilenet_v2" else 100
+    count = 1 if name.startswith("mobilenet_v2") else 100
     check_against_counters(space, uniform_samples(space, count, seed=BUNDLED.index(name)))
 
 
@@ -91,15 +91,22 @@ def test_tiny_variants(variant: str) -> None:
     check_against_counters(space, uniform_samples(space, 40, seed=7))
 
 
-def test_mobilenet_v2_matches_torchvision() -> None:
+@pytest.mark.parametrize(
+    ("name", "width", "expected"),
+    [("mobilenet_v2", 1.0, (300_774_272, 3_504_872)), ("mobilenet_v2_035", 0.35, None)],
+)
+def test_mobilenet_v2_matches_torchvision(
+    name: str, width: float, expected: tuple[int, int] | None
+) -> None:
     torchvision = pytest.importorskip("torchvision")
-    reference = torchvision.models.mobilenet_v2().eval()
+    reference = torchvision.models.mobilenet_v2(width_mult=width).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         reference(torch.randn(1, 3, 224, 224))
     ref_flops = counter.get_total_flops() // 2
     ref_params = sum(p.numel() for p in reference.parameters())
-    assert (ref_flops, ref_params) == (300_774_272, 3_504_872)
-    for space in (bundled_or_python("mobilenet_v2"), mobilenet_v2()):
+    if expected is not None:
+        assert (ref_flops, ref_params) == expected
+    for space in (bundled_or_python(name), mobilenet_v2(width=width)):
         idx = uniform_samples(space, 1)
         assert cost.flops(space, idx)[0] == ref_flops
         assert cost.params(space, idx)[0] == ref_params
