@@ -41,6 +41,8 @@ def launch(
 
 
 def load(run: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    if not (run / "result.json").is_file():
+        raise SystemExit(f"{run}: no result.json (not a finished `fpnas train` directory)")
     result = json.loads((run / "result.json").read_text(encoding="utf-8"))
     lines = (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
     epochs = [m for m in map(json.loads, lines) if m.get("type") == "epoch"]
