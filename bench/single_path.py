@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fpnas_dsl.data import batches
-from fpnas_dsl.ir import uniform_samples
+from fpnas_dsl.ir import Space, uniform_samples
 from fpnas_dsl.nn import Supernet
 from fpnas_dsl.nn.blocks import MBConv, SplitAttention, SqueezeExcite
 from fpnas_dsl.search.config import make_config
@@ -68,9 +68,9 @@ def tie_candidates(net: Supernet) -> None:
                 op.attn.fc2.weight.zero_()
 
 
-def schedule(regime: str, space: object, steps: int) -> Callable[[int], np.ndarray]:
-    pool = uniform_samples(space, 8, seed=3)  # type: ignore[arg-type]
-    fresh = uniform_samples(space, steps, seed=1000)  # type: ignore[arg-type]
+def schedule(regime: str, space: Space, steps: int) -> Callable[[int], np.ndarray]:
+    pool = uniform_samples(space, 8, seed=3)
+    fresh = uniform_samples(space, steps, seed=1000)
     if regime == "fixed":
         return lambda i: pool[0]
     if regime == "two":
