@@ -1,143 +1,164 @@
-"""Does single-path training of the supernet learn? Training loss under sampling regimes.
+"""Does single-path training of the supernet learn? Loss and accuracy per sharing setting.
 
-Trains the supernet of a space on Fashion-MNIST (or synthetic data) for a fixed number of
-SGD steps, one architecture per step, under several regimes, each from the same fresh
-initialisation and on the same batches, and prints the mean training loss of the first and
-the last 25 steps of each:
+Trains the supernet of a space on Fashion-MNIST for a fixed number of SGD steps, one
+architecture per step, from the same initialisation seed and on the same batches, once per
+(sharing setting, sampling regime), and prints the mean training loss of every 100 steps
+and the test accuracy of 6 uniformly random architectures under the trained weights
+(batch-norm re-estimated on 8 training batches, the whole test split):
 
-- fixed:   one architecture every step (a plain network: the reference);
-- two:     two architectures alternating;
-- pool8:   eight architectures in turn;
-- random:  a new uniformly sampled architecture every step (what the search's warm-up does);
-- random-tied: as random, with every block's candidates initialised to compute the same
-  function (the kernel-3 depthwise filter the centre of the kernel-5 one, split-attention
-  splits copies of one filter, the attention's last layer zero so every gate is uniform):
-  tells co-adaptation of separately trained candidates from their different initial
-  functions.
+- sharing (`Micro.share`, the `share` line of a micro): `separate` (the paper: every
+  (kernel, attention) candidate its own weights), `kernel`, `attention`, `residual`, any
+  `+`-joined combination, `all` (kernel+attention+residual, fpnas's default);
+- regime: `random` (a new uniformly sampled architecture every step, what the search's
+  warm-up does) or `fixed` (one architecture every step: a plain network, the reference;
+  its accuracy is that architecture's).
 
-Chance level is ln(10) = 2.30.
+SGD with Nesterov momentum 0.9, weight decay 4e-5, a one-cycle learning rate (10% warm-up).
+Chance is a loss of ln 10 = 2.30 and 10% accuracy.
 
-    python bench/single_path.py --steps 200 --threads 1
+    python bench/single_path.py --space fbnetv2_f_pp --steps 300 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from fpnas_dsl.data import batches
-from fpnas_dsl.ir import Space, uniform_samples
+from fpnas_dsl.data import BatchPreparer, DataBundle, batches, eval_batches, load_data, split_halves
+from fpnas_dsl.ir import SHARABLE, Sharable, Space, uniform_samples
 from fpnas_dsl.nn import Supernet
-from fpnas_dsl.nn.blocks import MBConv, SplitAttention, SqueezeExcite
-from fpnas_dsl.search.config import make_config
-from fpnas_dsl.search.run import prepare_search
+from fpnas_dsl.parser import load_space
+from fpnas_dsl.search.scoring import supernet_accuracy
 
-REGIMES = ("fixed", "two", "pool8", "random", "random-tied")
-
-
-@torch.no_grad()
-def tie_candidates(net: Supernet) -> None:
-    """Every candidate of a block computes the same function as the widest-kernel one."""
-    for block in net.blocks:
-        ops: list[MBConv] = list(block.ops.values())  # type: ignore[arg-type]
-        if not ops:
-            continue
-        ref = max(ops, key=lambda op: (op.conv_dw.kernel_size[0], -op.conv_dw.out_channels))
-        kmax = ref.conv_dw.kernel_size[0]
-        mid = ref.conv_pwl.in_channels
-        for op in ops:
-            if op is not ref:
-                if isinstance(op.conv_pw, nn.Conv2d) and isinstance(ref.conv_pw, nn.Conv2d):
-                    op.conv_pw.weight.copy_(ref.conv_pw.weight)
-                op.conv_pwl.weight.copy_(ref.conv_pwl.weight)
-                k = op.conv_dw.kernel_size[0]
-                off = (kmax - k) // 2
-                centre = ref.conv_dw.weight[:mid, :, off : off + k, off : off + k]
-                op.conv_dw.weight.copy_(centre.repeat_interleave(op.conv_dw.out_channels // mid, 0))
-            if isinstance(op.attn, SqueezeExcite):
-                op.attn.conv_expand.weight.zero_()
-            elif isinstance(op.attn, SplitAttention):
-                op.attn.fc2.weight.zero_()
+REGIMES = ("random", "fixed")
 
 
-def schedule(regime: str, space: Space, steps: int) -> Callable[[int], np.ndarray]:
-    pool = uniform_samples(space, 8, seed=3)
-    fresh = uniform_samples(space, steps, seed=1000)
-    if regime == "fixed":
-        return lambda i: pool[0]
-    if regime == "two":
-        return lambda i: pool[i % 2]
-    if regime == "pool8":
-        return lambda i: pool[i % 8]
-    return lambda i: fresh[i]
+@dataclass
+class Result:
+    per100: list[float]  # mean training loss of every 100 steps
+    accs: list[float]  # test accuracy of each scored architecture
+    train_s: float
+    weights: int
 
 
-def run(regime: str, args: argparse.Namespace) -> tuple[float, float, float]:
+def sharing(text: str) -> tuple[Sharable, ...]:
+    if text == "separate":
+        return ()
+    if text == "all":
+        return SHARABLE
+    parts = text.split("+")
+    bad = [p for p in parts if p not in SHARABLE]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown sharing {bad}; allowed: {SHARABLE}")
+    return tuple(p for p in SHARABLE if p in parts)  # type: ignore[misc]
+
+
+def with_sharing(space: Space, share: tuple[Sharable, ...]) -> Space:
+    micros = tuple(m.model_copy(update={"share": share}) for m in space.micros)
+    return space.model_copy(update={"micros": micros})
+
+
+def run(space: Space, regime: str, args: argparse.Namespace, data: DataBundle) -> Result:
+    omega, _ = split_halves(data.train, 0)
+    prepare = BatchPreparer(data, space.resolution, space.in_channels, torch.device("cpu"))
     torch.manual_seed(0)
-    search = prepare_search(
-        make_config(
-            {
-                "space": args.space,
-                "target_flops": 2.5e6,
-                "data": args.data,
-                "out": f"{args.tmp}/{regime}",
-                "threads": args.threads,
-                "batch_size": args.batch,
-            }
-        )
+    net = Supernet(space).to(memory_format=torch.channels_last)
+    fixed = uniform_samples(space, 1, seed=3)[0]
+    fresh = uniform_samples(space, args.steps, seed=1000)
+    opt = torch.optim.SGD(
+        net.parameters(), lr=args.lr, momentum=0.9, weight_decay=4e-5, nesterov=True
     )
-    net = search.supernet
-    if regime.endswith("tied"):
-        tie_candidates(net)
-    arch_of = schedule(regime, search.space, args.steps)
-    opt = torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=4e-5)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.1
+    )
     net.train()
     losses: list[float] = []
     start = time.perf_counter()
-    stream: Iterator[tuple[torch.Tensor, torch.Tensor]] = batches(
-        search.omega_half, args.batch, 0, 1
-    )
-    for i in range(args.steps):
-        x, y = next(stream)
+
+    def stream() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for epoch in itertools.count(1):
+            yield from batches(omega, args.batch, 0, epoch)
+
+    for i, (x, y) in zip(range(args.steps), stream(), strict=False):
+        arch = fixed if regime == "fixed" else fresh[i]
         opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(net(search.prepare(x), arch_of(i)), y)
-        loss.backward()
+        loss = F.cross_entropy(net(prepare(x), arch), y)
+        loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
+        sched.step()
         losses.append(loss.item())
-    return float(np.mean(losses[:25])), float(np.mean(losses[-25:])), time.perf_counter() - start
+    train_s = time.perf_counter() - start
+    archs = [fixed] if regime == "fixed" else list(uniform_samples(space, 6, seed=77))
+    accs = []
+    for arch in archs:
+        calibration = itertools.islice((x for x, _ in batches(omega, 64, 7, 0)), 8)
+        accs.append(
+            supernet_accuracy(net, arch, calibration, eval_batches(data.test, 500), prepare)
+        )
+    per100 = [float(np.mean(losses[i : i + 100])) for i in range(0, len(losses), 100)]
+    return Result(per100, accs, train_s, sum(p.numel() for p in net.parameters()))
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--space", default="fbnetv2_f_pp")
     p.add_argument("--data", default="fashion-mnist")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--regimes", nargs="+", choices=REGIMES, default=list(REGIMES))
-    p.add_argument("--tmp", default="/tmp/fpnas-single-path")
+    p.add_argument(
+        "--share",
+        nargs="+",
+        type=sharing,
+        default=[(), ("kernel",), ("kernel", "attention"), SHARABLE],
+        help="sharing settings to compare: separate, all, or e.g. kernel+attention",
+    )
+    p.add_argument("--regimes", nargs="+", choices=REGIMES, default=["random"])
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    data = load_data(args.data)
+    base = load_space(
+        args.space, resolution=data.resolution, in_channels=data.channels, classes=data.classes
+    )
     print(
         f"machine: {platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}"
     )
     print(
-        f"{args.space} on {args.data}, batch {args.batch}, SGD lr {args.lr} momentum 0.9, "
-        f"{args.steps} steps; chance = ln 10 = {math.log(10):.2f}"
+        f"{base.name} at {base.resolution}x{base.resolution}x{base.in_channels} on {args.data}, "
+        f"batch {args.batch}, SGD (Nesterov 0.9) one-cycle lr {args.lr}, {args.steps} steps; "
+        f"chance: loss ln 10 = {math.log(10):.2f}, accuracy 10%"
     )
-    print(f"{'regime':12s} {'loss, first 25':>15s} {'loss, last 25':>14s} {'time s':>7s}")
-    for regime in args.regimes:
-        first, last, secs = run(regime, args)
-        print(f"{regime:12s} {first:15.3f} {last:14.3f} {secs:7.0f}", flush=True)
+    print(
+        "| sharing | regime | weights | loss per 100 steps | accuracy of 6 random archs "
+        "(min-max, mean) | train s |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for share in args.share:
+        space = with_sharing(base, share)
+        for regime in args.regimes:
+            r = run(space, regime, args, data)
+            accs = r.accs
+            acc = (
+                f"{accs[0]:.1%} (that arch)"
+                if regime == "fixed"
+                else f"{min(accs):.1%}-{max(accs):.1%}, {np.mean(accs):.1%}"
+            )
+            name = "+".join(share) if share else "separate"
+            per100 = " ".join(f"{v:.2f}" for v in r.per100)
+            print(
+                f"| {name} | {regime} | {r.weights:,} | {per100} | {acc} | {r.train_s:.0f} |",
+                flush=True,
+            )
     return 0
 
 

@@ -37,6 +37,14 @@ ATTENTIONS = ("none", "se", "sa2", "sa4")
 #: Number of splits of each attention choice (SE is split-attention with one split).
 ATTENTION_SPLITS = {"none": 0, "se": 1, "sa2": 2, "sa4": 4}
 SKIP_KERNEL = 0
+#: What the candidates of a block may share in the supernet (`share ...` in a micro):
+#: `kernel`: one depthwise kernel at the largest size, a smaller kernel its centre;
+#: `attention`: one set of convolutions for every attention variant, SE and
+#: split-attention as add-ons (split r of a channel is the r-th of its filters);
+#: `residual`: the last batch-norm of a block that always has a residual starts at zero, so
+#: the block starts as its shortcut and agrees with skip.
+Sharable: TypeAlias = Literal["kernel", "attention", "residual"]
+SHARABLE: tuple[Sharable, ...] = ("kernel", "attention", "residual")
 
 
 class _Node(BaseModel):
@@ -82,6 +90,9 @@ class Micro(_Node):
     sa_min_width: int = 32
     #: Channel counts (expanded, SE width) round to a multiple of this (the 10% rule).
     divisor: int = 8
+    #: What a block's candidates share in the supernet (SHARABLE); () keeps them separate,
+    #: as the paper does.
+    share: tuple[Sharable, ...] = SHARABLE
     span: Span | None = None
 
     def variable(self, name: VarName) -> Variable:

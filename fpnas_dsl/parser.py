@@ -255,6 +255,12 @@ _CONTEXTS: tuple[tuple[tuple[str, str], str, str, str], ...] = (
         _MICRO_BODY[1],
     ),
     (
+        ("a share statement", "e.g. `share kernel, attention, residual` or `share none`"),
+        _MICRO_BODY[0],
+        "share kernel , attention",
+        _MICRO_BODY[1],
+    ),
+    (
         ("the input statement", "e.g. `input 224 x 224 x 3` (resolution x resolution x channels)"),
         "",
         "input 224 x 224 x 3",
@@ -471,6 +477,7 @@ class _MicroDecl:
     variables: dict[str, tuple[Token, _Choices, Span]] = field(default_factory=dict)
     settings: dict[str, tuple[Token, Span]] = field(default_factory=dict)
     scopes: dict[str, tuple[str, Span]] = field(default_factory=dict)
+    share: tuple[list[Token], Span] | None = None
 
 
 @dataclass(frozen=True)
@@ -805,6 +812,9 @@ class _Builder(Transformer[Token, Any]):
     def scope_stmt(self, meta: Any, children: list[Token]) -> tuple[str, Token, list[Token]]:
         return ("scope", children[0], list(children[1:]))
 
+    def share_stmt(self, meta: Any, children: list[Token]) -> tuple[str, list[Token], Span]:
+        return ("share", list(children), self.span(meta))
+
     def micro_stmt(self, meta: Any, children: list[Any]) -> _Stmt:
         name = children[0]
         decl = _MicroDecl(name=name, span=self.span(meta))
@@ -848,6 +858,15 @@ class _Builder(Transformer[Token, Any]):
                             f"the scope of {var} is given twice in micro '{name}'", var_tok
                         )
                     decl.scopes[var] = (scope, self.tspan(var_tok))
+            elif kind == "share":
+                _, words, span = item
+                if decl.share is not None:
+                    first = decl.share[1]
+                    raise self.fail(
+                        f"micro '{name}' has two share statements (first at line {first.line})",
+                        span,
+                    )
+                decl.share = (words, span)
             else:
                 _, token, span = item
                 if kind in decl.settings:
@@ -893,7 +912,26 @@ class _Builder(Transformer[Token, Any]):
             details["sa_min_width"] = self.integer(settings["sa min"][0], "sa min width")
         if "divisor" in settings:
             details["divisor"] = self.integer(settings["divisor"][0], "divisor")
+        if decl.share is not None:
+            details["share"] = self.sharing(decl.share[0])
         return self.node(Micro, decl.span, name=name, **variables, **details)
+
+    def sharing(self, words: list[Token]) -> tuple[str, ...]:
+        """`share kernel, attention, residual` (any of them, in any order) or `share none`."""
+        allowed = (*ir.SHARABLE, "none")
+        seen: list[str] = []
+        for token in words:
+            word = self.word(token, allowed, "thing to share")
+            if word in seen:
+                raise self.fail(f"{word} is named twice in this share statement", token)
+            if seen and "none" in (word, *seen):
+                raise self.fail(
+                    "`share none` (separate weights for every candidate) stands alone",
+                    token,
+                    f"write `share none` or name what is shared: {V.fmt_allowed(ir.SHARABLE)}",
+                )
+            seen.append(word)
+        return tuple(w for w in ir.SHARABLE if w in seen)
 
     def positive(self, token: Token, what: str) -> float:
         value = self.fraction(token)

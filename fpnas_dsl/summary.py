@@ -21,6 +21,7 @@ from fractions import Fraction
 from typing import Any
 
 from fpnas_dsl import ir
+from fpnas_dsl.footprint import supernet_size
 from fpnas_dsl.ir import Space
 from fpnas_dsl.validate import feature_sizes, fmt_choices, fmt_value
 
@@ -118,6 +119,8 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
         "rows": rows,
         "layout": decisions,
         "variables": per_variable,
+        "weight_sharing": {m.name: list(m.share) for m in _used_micros(space)},
+        "supernet": supernet_size(space),
     }
     if cost:
         hook = cost_hook()
@@ -125,6 +128,11 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
             result = hook(space)
             out["cost"] = {key: result[key] for key in COST_KEYS if key in result}
     return out
+
+
+def _used_micros(space: Space) -> list[ir.Micro]:
+    used = {row.micro for row in space.rows}
+    return [m for m in space.micros if m.name in used]
 
 
 # --------------------------------------------------------------------------------------
@@ -165,6 +173,13 @@ def _human(n: float) -> str:
         if abs(n) >= scale:
             return f"{n / scale:.3g}{unit}"
     return f"{n:g}"
+
+
+def _bytes(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
 
 
 def render(summary: dict[str, Any], space: Space) -> str:
@@ -262,6 +277,18 @@ def render(summary: dict[str, Any], space: Space) -> str:
         f"alpha parameters     {s['alpha_params_factorized']:,} factorized (FD), "
         f"{s['alpha_params_joint']:,} joint (JD)",
     ]
+    sharing = s.get("weight_sharing", {})
+    for micro, shared in sharing.items():
+        what = ", ".join(shared) if shared else "nothing (separate weights per candidate)"
+        where = f" (micro {micro})" if len(sharing) > 1 else ""
+        lines.append(f"weights shared       {what}{where}")
+    size = s.get("supernet")
+    if size:
+        lines.append(
+            f"supernet             {_human(size['params'])} weights, "
+            f"{_bytes(size['bytes'])} in float32, a search checkpoint about "
+            f"{_bytes(size['checkpoint_bytes'])}"
+        )
     cost = s.get("cost")
     if cost:
         lines.append(

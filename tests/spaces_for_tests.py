@@ -12,7 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Literal
 
-from fpnas_dsl.ir import Conv, Linear, Micro, Row, Scope, Space, Value, Variable, VarName
+from fpnas_dsl.ir import (
+    SHARABLE,
+    Conv,
+    Linear,
+    Micro,
+    Row,
+    Scope,
+    Sharable,
+    Space,
+    Value,
+    Variable,
+    VarName,
+)
 
 
 def var(name: VarName, choices: Sequence[Value], scope: Scope = "row") -> Variable:
@@ -212,6 +224,7 @@ def tiny(
     se_relative_to: Literal["input", "expanded"] = "expanded",
     block_scope: bool = False,
     head: bool = True,
+    share: Sequence[Sharable] = SHARABLE,
 ) -> Space:
     """A small space whose every architecture can be enumerated (brute-force checks)."""
     scope: Scope = "block" if block_scope else "row"
@@ -224,6 +237,7 @@ def tiny(
         se_relative_to=se_relative_to,
         gate="sigmoid",
         sa_min_width=8,
+        share=tuple(share),
     )
     rows = (
         Row(

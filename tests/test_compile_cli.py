@@ -36,6 +36,33 @@ def test_text_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert "blocks 17   rows 10   decisions 10" in out
 
 
+def test_weight_sharing_and_supernet_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["compile", "fbnetv2_f_pp"]) == 0
+    out = capsys.readouterr().out
+    assert "weights shared       kernel, attention, residual" in out
+    assert "supernet             28.4M weights, 109 MiB in float32" in out
+    separate = tmp_path / "separate.space"
+    separate.write_text(with_lines(TINY, {12: "    share none\n}"}))
+    assert cli.main(["compile", str(separate), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["weight_sharing"] == {"m": []}
+    assert cli.main(["compile", str(separate)]) == 0
+    assert (
+        "weights shared       nothing (separate weights per candidate)" in capsys.readouterr().out
+    )
+    shared_size = json.loads(_compile_json(capsys, TINY, tmp_path))["supernet"]["params"]
+    assert summary["supernet"]["params"] > shared_size
+
+
+def _compile_json(capsys: pytest.CaptureFixture[str], text: str, tmp_path: Path) -> str:
+    path = tmp_path / "space.space"
+    path.write_text(text)
+    assert cli.main(["compile", str(path), "--json"]) == 0
+    return capsys.readouterr().out
+
+
 def test_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["compile", "fbnetv2_f_pp", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)

@@ -76,6 +76,24 @@ def test_micro_defaults() -> None:
     assert (micro.sa_ratio, micro.sa_min_width, micro.divisor) == (0.25, 32, 8)
 
 
+@pytest.mark.parametrize(
+    ("line", "share"),
+    [
+        (None, ("kernel", "attention", "residual")),  # the default: the sharing that trains
+        ("    share none", ()),  # the paper's separate weights, one line away
+        ("    share residual, kernel", ("kernel", "residual")),
+        ("    share attention", ("attention",)),
+    ],
+)
+def test_share_statement(line: str | None, share: tuple[str, ...]) -> None:
+    text = TINY if line is None else with_lines(TINY, {12: f"{line}\n}}"})
+    micro = parse_space(text).micros[0]
+    assert micro.share == share
+    assert (
+        ir.Space.model_validate_json(parse_space(text).model_dump_json()).micros[0].share == share
+    )
+
+
 def test_per_block_scope() -> None:
     text = with_lines(TINY, {12: "    per block: kernel, act, channels\n}"})
     space = parse_space(text)

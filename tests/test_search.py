@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -17,12 +18,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fpnas_dsl.cli import main
 from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.search.checkpoint import load_checkpoint
 from fpnas_dsl.search.config import make_config
-from fpnas_dsl.search.loop import importance_weights
+from fpnas_dsl.search.importance import importance_weights, trained_samples
 from fpnas_dsl.search.run import prepare_search
 
 TINY = str(Path(__file__).parent / "data" / "tiny.space")
@@ -285,3 +287,66 @@ def test_config_file_and_flags(tmp_path: Path) -> None:
     values = settings_from(args)
     assert values["epochs"] == 5 and values["beta"] == 0.1 and values["distribution"] == "joint"
     assert os.fspath(values["space"]) == TINY
+
+
+def test_trained_samples() -> None:
+    m = np.array([0.6, 1e-4, 0.3999, 0.0, 1e-7])
+    assert trained_samples(m, 0.0) == ([0, 1, 2, 3, 4], 0.0)
+    keep, skipped = trained_samples(m, 1e-3)
+    assert keep == [0, 2] and skipped == pytest.approx(1e-4 + 1e-7)
+
+
+def test_tolerance_zero_is_the_full_loop(tmp_path: Path) -> None:
+    """With skip_below 0 an iteration is Algorithm 1 as printed: every sample's training
+    pass, weighted by m_omega, accumulated in order; checked against a reference written
+    here, to the last bit of every weight."""
+    search = prepare_search(
+        make_config(settings(tmp_path / "run", skip_below=0.0, warmup_training="weighted"))
+    )
+    reference = copy.deepcopy(search.supernet)
+    ref_opt = torch.optim.SGD(
+        reference.parameters(), lr=0.05, momentum=0.9, weight_decay=search.config.weight_decay
+    )
+    dist_state = search.dist.state_dict()
+    x_train, y_train, x_val, y_val = next(iter(search._epoch_batches(1)))
+    record = search.iteration(1, x_train, y_train, x_val, y_val)
+    assert record["trained"] == record["k"] and record["skipped_weight"] == 0.0
+
+    search.dist.load_state_dict(dist_state)  # the same K samples again
+    archs = search.dist.sample(record["k"])
+    reference.train()
+    with torch.no_grad():
+        ll = [-float(F.cross_entropy(reference(x_val, a), y_val, reduction="sum")) for a in archs]
+    m = np.exp(np.array(ll) - max(ll))
+    m /= m.sum()
+    ref_opt.zero_grad(set_to_none=True)
+    for i, a in enumerate(archs):
+        (F.cross_entropy(reference(x_train, a), y_train) * float(m[i])).backward()
+    ref_opt.step()
+    for (name, p), q in zip(
+        search.supernet.named_parameters(), reference.parameters(), strict=True
+    ):
+        assert torch.equal(p, q), name
+    for (name, b), c in zip(search.supernet.named_buffers(), reference.buffers(), strict=True):
+        assert torch.equal(b, c), name
+
+
+@pytest.mark.parametrize("epochs", [2, 4])
+def test_skipping_saves_passes_and_keeps_the_result(tmp_path: Path, epochs: int) -> None:
+    """Skipping passes below 1e-3 changes alpha by little after one epoch of alpha updates
+    (the runs then drift apart as noisy searches do) and finds the same architecture."""
+    overrides = {"epochs": epochs, "steps_per_epoch": 10, "lam": 1.0, "lr": 0.2, "alpha_lr": 0.1}
+    _, full = run_search(tmp_path / "full", skip_below=0.0, **overrides)
+    _, skipping = run_search(tmp_path / "skip", skip_below=1e-3, **overrides)
+    trained_full = sum(m["trained"] for m in iters(full))
+    trained_skip = sum(m["trained"] for m in iters(skipping))
+    assert trained_full == sum(m["k"] for m in iters(full))
+    assert trained_skip < trained_full
+    assert all(m["skipped_weight"] < m["k"] * 1e-3 for m in iters(skipping))
+    # Uniform warm-up: every pass weighs 1/K and runs.
+    assert all(m["trained"] == m["k"] for m in iters(skipping) if m["epoch"] == 1)
+    full_logits, full_blocks = final_state(tmp_path / "full")
+    skip_logits, skip_blocks = final_state(tmp_path / "skip")
+    if epochs == 2:
+        assert np.abs(full_logits - skip_logits).max() < 0.1
+    assert full_blocks == skip_blocks

@@ -30,6 +30,7 @@ EXPECTED = [
     "fbnetv2_f",
     "fbnetv2_f_fine",
     "fbnetv2_f_pp",
+    "fpnas_28px",
     "fpnas_l0",
     "fpnas_l1",
     "fpnas_l2",
@@ -229,3 +230,13 @@ if __name__ == "__main__":
         regenerate()
     else:
         print(__doc__)
+
+
+def test_fpnas_28px_count_by_hand() -> None:
+    """Row 1: act 2 x attention 4 x channels 2 x kernel {3, 5} (its block changes shape);
+    rows 2-4: act 2 x attention 4 x expansion 3 x channels 3, a kernel {3, 5} for the
+    first block and {0, 3, 5} for each later one (skip only where it is an identity)."""
+    space = load_space("fpnas_28px")
+    row = 2 * 4 * 3 * 3
+    assert ir.count_architectures(space) == (2 * 4 * 2 * 2) * (row * 2 * 3 * 3) ** 2 * (row * 2 * 3)
+    assert space.skip_mismatch == "forbid" and space.micros[0].share == ir.SHARABLE

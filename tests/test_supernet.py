@@ -3,6 +3,7 @@ only the weights (and batch-norm statistics) of the architecture it runs."""
 
 from __future__ import annotations
 
+import copy
 import gc
 from collections.abc import Iterator
 
@@ -12,7 +13,9 @@ import torch
 from spaces_for_tests import BUNDLED, bundled_or_python, tiny
 from torch import nn
 
-from fpnas_dsl.ir import ArchitectureMismatch, Space, decode, uniform_samples
+from fpnas_dsl import cost
+from fpnas_dsl.footprint import supernet_size
+from fpnas_dsl.ir import SHARABLE, ArchitectureMismatch, Sharable, Space, decode, uniform_samples
 from fpnas_dsl.nn import Supernet, build_network
 
 SMALL = 36
@@ -70,26 +73,37 @@ def test_mobilenet_v2_subnet_is_torchvision_shaped() -> None:
     assert ours == sorted(p.numel() for p in reference.parameters())
 
 
-def used_slices(supernet: Supernet, idx: np.ndarray) -> dict[str, tuple[int, ...]]:
-    """Supernet parameter/buffer name -> the leading shape the architecture uses."""
-    net = supernet.subnet(idx)
-    used: dict[str, tuple[int, ...]] = {}
-    for dst, src in supernet.weight_map(idx):
-        module = net.get_submodule(dst)
-        for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
-            used[f"{src}.{name}" if src else name] = tuple(tensor.shape)
-    return used
-
-
-def outside(tensor: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """The entries of `tensor` outside its leading block of `shape`."""
-    mask = torch.ones_like(tensor, dtype=torch.bool)
-    mask[tuple(slice(0, n) for n in shape)] = False
-    return tensor[mask]
+def used_masks(supernet: Supernet, idx: np.ndarray) -> dict[str, torch.Tensor]:
+    """Supernet parameter/buffer name -> which of its entries the standalone network of
+    `idx` is made of (found through `standalone_tensors`, the views `subnet()` copies)."""
+    with torch.device("meta"):
+        net = build_network(supernet.space, idx, init=False)
+    shapes = {n: t.shape for n, t in [*net.named_parameters(), *net.named_buffers()]}
+    probe = copy.deepcopy(supernet)
+    with torch.no_grad():
+        for b in probe.buffers():
+            b.zero_()
+    total = torch.zeros(())
+    for name, view in probe.standalone_tensors(idx).items():
+        lead = view[tuple(slice(0, n) for n in shapes[name])] if view.dim() else view
+        if lead.requires_grad:
+            total = total + lead.sum()
+        else:
+            with torch.no_grad():
+                lead.fill_(1)  # buffers are leading slices: views into the probe's
+    total.backward()  # type: ignore[no-untyped-call]
+    masks = {
+        n: torch.zeros_like(p, dtype=torch.bool) if p.grad is None else p.grad != 0
+        for n, p in probe.named_parameters()
+    }
+    masks.update({n: b != 0 for n, b in probe.named_buffers()})
+    return masks
 
 
 SPACES_FOR_GRADIENTS = {
     "tiny": lambda: tiny(resolution=SMALL),
+    "tiny-separate": lambda: tiny(resolution=SMALL, share=()),
+    "tiny-kernel": lambda: tiny(resolution=SMALL, share=("kernel",)),
     "tiny-block-output": lambda: tiny(resolution=SMALL, block_scope=True, expansion_of="output"),
     "fbnetv2_f_pp": lambda: small("fbnetv2_f_pp"),
 }
@@ -100,23 +114,24 @@ def test_gradients_reach_only_the_weights_used(which: str) -> None:
     torch.manual_seed(1)
     space = SPACES_FOR_GRADIENTS[which]()
     supernet = Supernet(space).train()
+    randomise(supernet)  # no zero-initialised gamma that would stop a gradient
     x = torch.randn(4, space.in_channels, SMALL, SMALL)
     for idx in uniform_samples(space, 4, seed=5):
         supernet.zero_grad(set_to_none=True)
         supernet(x, idx).square().mean().backward()
-        used = used_slices(supernet, idx)
+        used = used_masks(supernet, idx)
         reached = 0
         for name, p in supernet.named_parameters():
-            if name not in used:
+            if not used[name].any():
                 assert p.grad is None, f"{name} is not used but has a gradient"
                 continue
             assert p.grad is not None, f"{name} is used but has no gradient"
-            assert not outside(p.grad, used[name]).any(), f"{name}: gradient outside its slice"
+            assert not p.grad[~used[name]].any(), f"{name}: gradient outside what is used"
             reached += int(p.grad.count_nonzero())
         assert reached > 0
 
 
-@pytest.mark.parametrize("which", ["tiny", "fbnetv2_f_pp"])
+@pytest.mark.parametrize("which", ["tiny", "tiny-separate", "fbnetv2_f_pp"])
 def test_batch_norm_statistics_update_only_used_channels(which: str) -> None:
     torch.manual_seed(2)
     space = SPACES_FOR_GRADIENTS[which]()
@@ -126,22 +141,23 @@ def test_batch_norm_statistics_update_only_used_channels(which: str) -> None:
         before = {n: b.clone() for n, b in supernet.named_buffers()}
         with torch.no_grad():
             supernet(x, idx)
-        used = used_slices(supernet, idx)
+        used = used_masks(supernet, idx)
         for name, b in supernet.named_buffers():
             changed = b != before[name]
-            if name not in used:
+            if not used[name].any():
                 assert not changed.any(), f"{name} is not used but changed"
             elif name.endswith(("running_mean", "running_var")):
-                assert not outside(changed, used[name]).any(), f"{name} changed outside"
+                assert not changed[~used[name]].any(), f"{name} changed outside"
                 # (A batch mean can be exactly 0 after batch-norm; a variance cannot.)
                 if name.endswith("running_var"):
-                    assert changed[: used[name][0]].all(), f"{name}: a used channel kept its value"
+                    assert changed[used[name]].all(), f"{name}: a used channel kept its value"
 
 
 def test_training_step_changes_only_used_weights() -> None:
     torch.manual_seed(3)
     space = tiny(resolution=SMALL)
     supernet = Supernet(space).train()
+    randomise(supernet)
     optimizer = torch.optim.SGD(supernet.parameters(), lr=0.1)
     idx = uniform_samples(space, 1, seed=9)[0]
     before = {n: p.detach().clone() for n, p in supernet.named_parameters()}
@@ -151,15 +167,12 @@ def test_training_step_changes_only_used_weights() -> None:
     )
     loss.backward()  # type: ignore[no-untyped-call]
     optimizer.step()
-    used = used_slices(supernet, idx)
+    used = used_masks(supernet, idx)
     moved = 0
     for name, p in supernet.named_parameters():
         delta = p.detach() != before[name]
-        if name not in used:
-            assert not delta.any(), name
-        else:
-            assert not outside(delta, used[name]).any(), name
-            moved += int(delta.sum())
+        assert not delta[~used[name]].any(), name
+        moved += int(delta.sum())
     assert moved > 0
 
 
@@ -211,7 +224,7 @@ def test_foreign_or_malformed_architectures_are_refused() -> None:
 
 
 def test_state_dict_reads_like_the_network() -> None:
-    space = tiny(resolution=SMALL)
+    space = tiny(resolution=SMALL, share=())
     supernet = Supernet(space)
     keys = set(supernet.state_dict())
     assert "blocks.0.ops.k3_sa2.conv_dw.weight" in keys
@@ -220,6 +233,97 @@ def test_state_dict_reads_like_the_network() -> None:
     assert not any(k.startswith("blocks.2.skip") for k in keys)  # always the same shape
     clone = Supernet(space)
     clone.load_state_dict(supernet.state_dict())
+
+
+SHARINGS: dict[str, tuple[Sharable, ...]] = {
+    "separate": (),
+    "kernel": ("kernel",),
+    "attention": ("attention",),
+    "all": SHARABLE,
+}
+#: Weight groups of block 1 of `tiny` (kernel {3, 5} x attention {none, se, sa2, sa4}).
+GROUPS = {
+    "separate": {f"k{k}_{a}" for k in (3, 5) for a in ("none", "se", "sa2", "sa4")},
+    "kernel": {"none", "se", "sa2", "sa4"},
+    "attention": {"k3", "k5"},
+    "all": {"mbconv"},
+}
+
+
+@pytest.mark.parametrize("sharing", SHARINGS)
+def test_sharing_groups_and_equality(sharing: str) -> None:
+    torch.manual_seed(6)
+    space = tiny(resolution=SMALL, share=SHARINGS[sharing])
+    supernet = Supernet(space).eval()
+    assert set(supernet.blocks[0].ops) == GROUPS[sharing]
+    randomise(supernet)
+    x = torch.randn(2, 3, SMALL, SMALL)
+    with torch.no_grad():
+        for idx in uniform_samples(space, 30, seed=4):
+            expected = supernet.subnet(idx).eval()(x)
+            torch.testing.assert_close(supernet(x, idx), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_sharing_keeps_costs_and_shrinks_the_supernet() -> None:
+    shared, separate = tiny(resolution=SMALL), tiny(resolution=SMALL, share=())
+    archs = uniform_samples(shared, 64, seed=1)
+    np.testing.assert_array_equal(cost.flops(shared, archs), cost.flops(separate, archs))
+    np.testing.assert_array_equal(cost.params(shared, archs), cost.params(separate, archs))
+    for idx in archs[:8]:  # the standalone network holds what the cost model prices
+        net = Supernet(shared).subnet(idx)
+        assert sum(p.numel() for p in net.parameters()) == cost.params(shared, idx[None])[0]
+    size = {
+        name: sum(p.numel() for p in Supernet(space).parameters())
+        for name, space in (("shared", shared), ("separate", separate))
+    }
+    assert size["shared"] < size["separate"] / 2
+
+
+def _with(space: Space, idx: np.ndarray, block: int, **values: object) -> np.ndarray:
+    """`idx` with some of one block's variables set to the given choices."""
+    out = idx.copy()
+    spec = space.blocks[block]
+    for name, value in values.items():
+        slot = spec.var(name)  # type: ignore[arg-type]
+        assert slot.decision is not None and slot.slot is not None
+        out[slot.decision, slot.slot] = slot.choices.index(value)  # type: ignore[arg-type]
+    return out
+
+
+def test_smaller_kernel_is_the_centre_and_fewer_splits_the_leading_filters() -> None:
+    torch.manual_seed(7)
+    space = tiny(resolution=SMALL, block_scope=True)
+    supernet = Supernet(space)
+    base = uniform_samples(space, 1, seed=2)[0]
+    k5 = _with(space, base, 0, kernel=5, attention="sa4")
+    k3 = _with(space, base, 0, kernel=3, attention="sa2")
+    wide = supernet.subnet(k5).blocks[0].conv_dw.weight  # type: ignore[union-attr]
+    narrow = supernet.subnet(k3).blocks[0].conv_dw.weight  # type: ignore[union-attr]
+    mid = narrow.shape[0] // 2
+    by_split = wide.view(mid, 4, 5, 5)
+    torch.testing.assert_close(narrow.view(mid, 2, 3, 3), by_split[:, :2, 1:4, 1:4])
+
+
+def test_residual_blocks_start_as_their_shortcut() -> None:
+    """With `residual` shared, a block that always has a residual computes the identity at
+    initialisation, as skip does; elsewhere the last batch-norm starts at one."""
+    torch.manual_seed(8)
+    space = tiny(resolution=SMALL, block_scope=True)
+    supernet = Supernet(space).eval()  # (train mode would differ by the classifier's dropout)
+    always = [b.always_residual for b in supernet.blocks]
+    assert always == [False, False, True]  # block 3: stride 1, channels of its row
+    for block, residual in zip(supernet.blocks, always, strict=True):
+        for group in block.ops.values():
+            assert bool((group.bn3.weight == 0).all()) == residual
+    x = torch.randn(4, 3, SMALL, SMALL)
+    for idx in uniform_samples(space, 5, seed=3):
+        with torch.no_grad():
+            block = supernet(x, _with(space, idx, 2, kernel=5))
+            skip = supernet(x, _with(space, idx, 2, kernel=0))
+        torch.testing.assert_close(block, skip)
+    assert not (
+        Supernet(tiny(resolution=SMALL, share=())).blocks[2].ops["k3_none"].bn3.weight == 0
+    ).any()
 
 
 def test_network_scripts() -> None:
@@ -231,3 +335,20 @@ def test_network_scripts() -> None:
         x = torch.randn(2, 3, SMALL, SMALL)
         with torch.no_grad():
             torch.testing.assert_close(scripted(x), net(x))
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_announced_size_is_the_supernet_size(name: str) -> None:
+    """`fpnas compile` and `fpnas search` announce the supernet's size before building it
+    (`footprint.supernet_size`); it is what `Supernet` then holds, for every sharing."""
+    for share in ((), ("kernel",), SHARABLE):
+        space = _shared(bundled_or_python(name), share)
+        supernet = Supernet(space, device="meta")
+        size = supernet_size(space)
+        assert size["params"] == sum(p.numel() for p in supernet.parameters())
+        assert size["buffers"] == sum(b.numel() for b in supernet.buffers())
+
+
+def _shared(space: Space, share: tuple[Sharable, ...]) -> Space:
+    micros = tuple(m.model_copy(update={"share": share}) for m in space.micros)
+    return space.model_copy(update={"micros": micros})

@@ -378,6 +378,41 @@ CASES = [
         5,
         "micro 'm' sets divisor twice (first at line 12)",
     ),
+    case(
+        "unknown thing to share",
+        {12: "    share kernal, attention\n}"},
+        12,
+        11,
+        "unknown thing to share 'kernal'; allowed: kernel, attention, residual, none",
+    ),
+    case(
+        "shared twice",
+        {12: "    share kernel, attention, kernel\n}"},
+        12,
+        30,
+        "kernel is named twice in this share statement",
+    ),
+    case(
+        "share none with others",
+        {12: "    share none, kernel\n}"},
+        12,
+        17,
+        "`share none` (separate weights for every candidate) stands alone",
+    ),
+    case(
+        "two share statements",
+        {12: "    share kernel\n    share none\n}"},
+        13,
+        5,
+        "micro 'm' has two share statements (first at line 12)",
+    ),
+    case(
+        "share without names",
+        {12: "    share\n}"},
+        12,
+        10,
+        "unexpected end of line in a share statement; expected a name",
+    ),
 ]
 
 

@@ -27,6 +27,11 @@ FLAGS: dict[str, tuple[Any, str]] = {
     "--beta": (float, "weight of the FLOPS hinge cost (default 0.3)"),
     "--lam": (float, "adaptive sampling: K = max(1, floor(lam x H)) (default 0.25)"),
     "--k": (int, "fixed sampling: K (default 14)"),
+    "--skip-below": (
+        float,
+        "skip the training pass of a sample whose weight m_omega is below this; "
+        "0 trains every sample (default 1e-3)",
+    ),
     "--convert-epoch": (int, "mixed: epoch after which FD becomes JD (default epochs x 80/315)"),
     "--eval-batches": (int, "test batches of 256 scored per epoch (default 20)"),
     "--seed": (int, "seed of the core's generator, torch and the data order (default 0)"),
@@ -48,6 +53,12 @@ def register(
         help="adaptive (FP-NAS, default) or fixed K (PARSEC)",
     )
     p.add_argument(
+        "--warmup-training",
+        choices=("uniform", "weighted"),
+        help="warm-up epochs train every sample equally (uniform, default) or weighted by "
+        "m_omega (weighted, as Algorithm 1 prints it)",
+    )
+    p.add_argument(
         "--distribution",
         choices=("mixed", "joint", "factorized"),
         help="mixed FD->JD (FP-NAS, default), joint only, factorized only",
@@ -65,7 +76,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     from fpnas_dsl.search.config import read_config_file
 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
-    names = ["space", "target_flops", "sampling", "distribution"]
+    names = ["space", "target_flops", "sampling", "distribution", "warmup_training"]
     names += [flag[2:].replace("-", "_") for flag in FLAGS]
     for key in names:
         value = getattr(args, key)

@@ -2,27 +2,36 @@
 
 It holds the weights of every choice once and runs one architecture per forward:
 
-- **channels and expansion** share weights by slicing: every candidate is held at its
-  widest (largest input, expanded and output channels any architecture gives it) and an
+- **channels and expansion** share weights by slicing: every weight is held at its widest
+  (largest input, expanded and output channels any architecture gives it) and an
   architecture uses the leading `[:out, :in]` block of each tensor, passed straight to
   `F.conv2d` / `F.batch_norm` / `F.linear`. Nothing is masked, so a step costs what the
   chosen widths cost, not the widest;
-- **kernel sizes and attention variants** do not share: each (kernel, attention) pair of
-  a block is its own MBConv (as FBNetV2's candidate blocks; the paper does not share the
-  MBConv weights between numbers of splits), and the projection used by `skip` where the
-  shape changes is one more candidate. Activations have no weights and share everything;
+- **kernel sizes and attention variants** share as the micro says (`Micro.share`). A
+  block's (kernel, attention) candidates fall into weight groups, one `SharedMBConv` each:
+  with `kernel` shared, one depthwise kernel at the largest size serves every size (a
+  smaller kernel is its centre, as in Once-for-All and Single-Path NAS); with `attention`
+  shared, one set of convolutions serves every attention variant and SE / split-attention
+  are add-ons whose last layer starts at zero (SE then scales by a constant, which the
+  following batch-norm undoes; split-attention weighs its splits equally). Split r of
+  channel c is the r-th depthwise filter of c, so fewer splits use the leading filters.
+  Sharing nothing gives the paper's setting: every (kernel, attention) pair its own MBConv.
+  The projection that `skip` becomes where the shape changes is its own 1x1 conv + BN;
+- **residual** (also `Micro.share`): the last batch-norm of every block that always has a
+  residual starts with gamma 0, so each sampled block starts as its shortcut (as
+  AttentiveNAS and FBNetV2 initialise) and agrees with skip;
 - **batch-norm** keeps running statistics per channel of the widest candidate; a forward
   in training mode updates only the leading channels it uses (`F.batch_norm` on slices
-  of the running buffers, which are views).
+  of the running buffers, which are views). The depthwise batch-norm is kept per number
+  of splits, since its channels are (channel, split) pairs.
 
-Each candidate is a real `MBConv` / `ConvBnAct` built at its widest, so the state-dict
-reads like the standalone network's (`blocks.3.ops.k5_sa2.conv_dw.weight`), and
-`subnet(arch)` is `build_network(space, arch)` with every tensor copied out as the
-leading slice of the supernet's: the same function as the supernet on that architecture.
+`subnet(arch)` is `build_network(space, arch)` with every tensor copied out of the
+supernet by the same accessors the forward uses (`SharedMBConv.standalone_tensors`):
+the same function as the supernet on that architecture.
 
-The forward is a precomputed plan per architecture (cached): for each block, the
-candidate and the widths, found from per-block slot lookups without building any
-readable architecture; the loop then calls one function per block.
+The forward is a precomputed plan per architecture (cached): for each block, the weight
+group and the widths, found from per-block slot lookups without building any readable
+architecture; the loop then calls one function per block.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fpnas_dsl.cost import cost_model
+from fpnas_dsl.footprint import GroupShape, block_shape, radix
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
     SKIP_KERNEL,
@@ -49,11 +59,9 @@ from fpnas_dsl.ir import (
     encode,
     make_divisible,
     mid_channels,
-    shapes_can_differ,
 )
 from fpnas_dsl.nn.blocks import (
     ConvBnAct,
-    MBConv,
     SplitAttention,
     SqueezeExcite,
     activation_fn,
@@ -62,14 +70,9 @@ from fpnas_dsl.nn.blocks import (
 )
 from fpnas_dsl.nn.network import Network, build_network, make_classifier
 
-__all__ = ["Supernet", "candidate_name"]
+__all__ = ["SharedMBConv", "Supernet"]
 
 _PLAN_CACHE = 256
-
-
-def candidate_name(kernel: int, attention: str) -> str:
-    """Key of a block's candidate in `SuperBlock.ops` (`k3_none`, `k5_sa4`, ...)."""
-    return f"k{kernel}_{attention}"
 
 
 def _lead(t: Tensor | None, rows: int, cols: int | None = None) -> Tensor:
@@ -82,8 +85,14 @@ def _lead(t: Tensor | None, rows: int, cols: int | None = None) -> Tensor:
 
 
 def _bn(x: Tensor, bn: nn.BatchNorm2d, channels: int, training: bool) -> Tensor:
-    """Batch-norm over the leading `channels` of a widest batch-norm (stats updated in place)."""
+    """Batch-norm over the leading `channels` of a widest batch-norm (stats updated in
+    place). `momentum = None` is a cumulative average, as in `nn.BatchNorm2d`."""
     assert bn.running_mean is not None and bn.running_var is not None
+    momentum = bn.momentum
+    if training and momentum is None:
+        assert bn.num_batches_tracked is not None
+        bn.num_batches_tracked.add_(1)
+        momentum = 1.0 / float(bn.num_batches_tracked)
     return F.batch_norm(
         x,
         bn.running_mean[:channels],
@@ -91,114 +100,182 @@ def _bn(x: Tensor, bn: nn.BatchNorm2d, channels: int, training: bool) -> Tensor:
         _lead(bn.weight, channels),
         _lead(bn.bias, channels),
         training,
-        0.1 if bn.momentum is None else bn.momentum,
+        0.0 if momentum is None else momentum,
         bn.eps,
     )
 
 
+def _bn_tensors(prefix: str, bn: nn.BatchNorm2d, channels: int) -> dict[str, Tensor]:
+    assert bn.running_mean is not None and bn.running_var is not None
+    assert bn.num_batches_tracked is not None
+    return {
+        f"{prefix}.weight": bn.weight[:channels],
+        f"{prefix}.bias": bn.bias[:channels],
+        f"{prefix}.running_mean": bn.running_mean[:channels],
+        f"{prefix}.running_var": bn.running_var[:channels],
+        f"{prefix}.num_batches_tracked": bn.num_batches_tracked,
+    }
+
+
 # ----------------------------------------------------------------------------------
-# Per-block candidates and their sliced forwards.
+# A weight group: the candidates of a block that share one set of weights.
+
+
+class SharedMBConv(nn.Module):
+    """The weights of one or more (kernel, attention) candidates of an MBConv block, at
+    their widest: `conv_pw`, `bn1`, one depthwise `conv_dw` at the largest kernel with the
+    most filters per channel, `bn2[r{R}]` per number of filters per channel, the attention
+    add-ons `attn[se|sa2|sa4]`, `conv_pwl`, `bn3`."""
+
+    def __init__(
+        self,
+        in_max: int,
+        mid_max: int,
+        out_max: int,
+        group: GroupShape,
+        stride: int,
+        expand: bool,
+        attention_width: dict[str, int],
+        gate: str,
+    ) -> None:
+        super().__init__()
+        self.radix_max = group.radix_max
+        self.kernel = kernel = group.kernel
+        self.stride = stride
+        self.conv_pw = nn.Conv2d(in_max, mid_max, 1, bias=False) if expand else None
+        self.bn1 = nn.BatchNorm2d(mid_max) if expand else None
+        self.conv_dw = nn.Conv2d(
+            mid_max,
+            mid_max * self.radix_max,
+            kernel,
+            stride,
+            kernel // 2,
+            groups=mid_max,
+            bias=False,
+        )
+        self.bn2 = nn.ModuleDict({f"r{r}": nn.BatchNorm2d(mid_max * r) for r in group.radices})
+        self.attn = nn.ModuleDict()
+        for a in group.attentions:
+            splits = ATTENTION_SPLITS[a]
+            if splits == 1:
+                self.attn[a] = SqueezeExcite(mid_max, attention_width[a], gate)
+            elif splits >= 2:
+                self.attn[a] = SplitAttention(mid_max, splits, attention_width[a])
+        self.conv_pwl = nn.Conv2d(mid_max, out_max, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_max)
+
+    def depthwise(self, mid: int, splits: int, kernel: int) -> Tensor:
+        """The depthwise weight [mid * R, 1, k, k] of `mid` channels, R filters each."""
+        w = self.conv_dw.weight
+        filters = radix(splits)
+        if filters == self.radix_max and kernel == self.kernel:
+            return _lead(w, mid * filters)
+        big = self.kernel
+        lo, hi = (big - kernel) // 2, (big + kernel) // 2
+        w = w.view(-1, self.radix_max, big, big)[:mid, :filters, lo:hi, lo:hi]
+        return w.reshape(mid * filters, 1, kernel, kernel)
+
+    @torch.no_grad()
+    def start_near_identity(self) -> None:
+        """Attention add-ons start as a constant (SE) or an equal-weight sum (splits)."""
+        for module in self.attn.values():
+            if isinstance(module, SqueezeExcite):
+                nn.init.zeros_(module.conv_expand.weight)
+            elif isinstance(module, SplitAttention):
+                nn.init.zeros_(module.fc2.weight)
+
+    def standalone_tensors(self, p: BlockPlan) -> dict[str, Tensor]:
+        """The tensors of the standalone `MBConv` of plan `p`, by its state-dict names,
+        as (views of) this group's: what `subnet()` copies out."""
+        out: dict[str, Tensor] = {}
+        if p.expand:
+            assert self.conv_pw is not None and self.bn1 is not None
+            out["conv_pw.weight"] = _lead(self.conv_pw.weight, p.mid, p.cin)
+            out.update(_bn_tensors("bn1", self.bn1, p.mid))
+        filters = radix(p.splits)
+        out["conv_dw.weight"] = self.depthwise(p.mid, p.splits, p.kernel)
+        out.update(_bn_tensors("bn2", self.bn2[f"r{filters}"], p.mid * filters))  # type: ignore[arg-type]
+        if p.splits == 1:
+            se: SqueezeExcite = self.attn[p.attention]  # type: ignore[assignment]
+            out["attn.conv_reduce.weight"] = _lead(se.conv_reduce.weight, p.att, p.mid)
+            out["attn.conv_reduce.bias"] = _lead(se.conv_reduce.bias, p.att)
+            out["attn.conv_expand.weight"] = _lead(se.conv_expand.weight, p.mid, p.att)
+            out["attn.conv_expand.bias"] = _lead(se.conv_expand.bias, p.mid)
+        elif p.splits >= 2:
+            sa: SplitAttention = self.attn[p.attention]  # type: ignore[assignment]
+            out["attn.fc1.weight"] = _lead(sa.fc1.weight, p.att, p.mid)
+            out["attn.fc1.bias"] = _lead(sa.fc1.bias, p.att)
+            out["attn.fc2.weight"] = _lead(sa.fc2.weight, p.mid * p.splits, p.att)
+            out["attn.fc2.bias"] = _lead(sa.fc2.bias, p.mid * p.splits)
+        out["conv_pwl.weight"] = _lead(self.conv_pwl.weight, p.cout, p.mid)
+        out.update(_bn_tensors("bn3", self.bn3, p.cout))
+        return out
 
 
 class SuperBlock(nn.Module):
-    """All candidates of one block: `ops[k{kernel}_{attention}]` and the skip projection."""
+    """All candidates of one block: weight groups `ops[...]` and the skip projection,
+    shaped by `footprint.block_shape`."""
 
     def __init__(self, space: Space, spec: BlockSpec) -> None:
         super().__init__()
-        micro = spec.micro
-        ins = [int(c) for c in spec.in_channels.choices]
-        outs = [int(c) for c in spec.var("channels").choices]
-        exps = [float(e) for e in spec.var("expansion").choices]
-        in_max, out_max = max(ins), max(outs)
-        mids = {
-            (i, o, e): mid_channels(space, micro, i, o, e)
-            for i, o, e in itertools.product(ins, outs, exps)
-        }
-        mid_max = max(mids.values())
-        expand = any(e != 1 for e in exps)
-        self.ops = nn.ModuleDict()
-        for kernel in spec.var("kernel").choices:
-            if kernel == SKIP_KERNEL:
-                continue
-            for attention in spec.var("attention").choices:
-                splits = ATTENTION_SPLITS[str(attention)]
-                attn: nn.Module | None = None
-                if splits == 1:
-                    se_max = max(
-                        make_divisible(
-                            (i if micro.se_relative_to == "input" else m) * micro.se_ratio,
-                            micro.divisor,
-                        )
-                        for (i, _, _), m in mids.items()
-                    )
-                    attn = SqueezeExcite(mid_max, se_max, micro.gate)
-                elif splits >= 2:
-                    sa_max = max(
-                        max(int(m * splits * micro.sa_ratio), micro.sa_min_width)
-                        for m in mids.values()
-                    )
-                    attn = SplitAttention(mid_max, splits, sa_max)
-                name = candidate_name(int(kernel), str(attention))
-                self.ops[name] = MBConv(
-                    in_max,
-                    mid_max,
-                    out_max,
-                    int(kernel),
+        shape = block_shape(space, spec)
+        #: (kernel, attention) -> the name of its weight group.
+        self.group_of = shape.group_of
+        self.ops = nn.ModuleDict(
+            {
+                group.name: SharedMBConv(
+                    shape.in_max,
+                    shape.mid_max,
+                    shape.out_max,
+                    group,
                     spec.stride,
-                    "relu",
-                    expand=expand,
-                    attn=attn,
-                    splits=max(splits, 1),
+                    shape.expand,
+                    shape.attention_width,
+                    spec.micro.gate,
                 )
-        # The projection that `skip` becomes where the shape changes.
-        needs_projection = (
-            space.skip_mismatch == "project"
-            and SKIP_KERNEL in spec.var("kernel").choices
-            and shapes_can_differ(space, spec.stride, spec.in_channels, spec.var("channels"))
+                for group in shape.groups
+            }
         )
-        self.skip = ConvBnAct(in_max, out_max, 1, spec.stride) if needs_projection else None
+        # The projection that `skip` becomes where the shape changes.
+        self.skip = (
+            ConvBnAct(shape.in_max, shape.out_max, 1, spec.stride) if shape.projection else None
+        )
+        self.always_residual = shape.always_residual
 
 
 def _run_mbconv(
     x: Tensor,
-    op: MBConv,
-    cin: int,
-    mid: int,
-    cout: int,
-    att: int,
-    splits: int,
+    op: SharedMBConv,
+    p: BlockPlan,
     act: Callable[[Tensor], Tensor],
     gate: Callable[[Tensor], Tensor],
-    expand: bool,
-    residual: bool,
     training: bool,
 ) -> Tensor:
-    """MBConv.forward on the leading channels of a widest MBConv (see `MBConv`)."""
+    """MBConv.forward of plan `p` on the leading channels of a weight group (see `MBConv`)."""
     shortcut = x
-    if expand:
-        pw: nn.Conv2d = op.conv_pw  # type: ignore[assignment]
-        bn1: nn.BatchNorm2d = op.bn1  # type: ignore[assignment]
-        x = act(_bn(F.conv2d(x, _lead(pw.weight, mid, cin)), bn1, mid, training))
-    dw = op.conv_dw
-    width = mid * max(splits, 1)
-    x = F.conv2d(x, _lead(dw.weight, width), None, dw.stride, dw.padding, 1, mid)
-    x = act(_bn(x, op.bn2, width, training))
+    cin, mid, cout, att, splits = p.cin, p.mid, p.cout, p.att, p.splits
+    if p.expand:
+        assert op.conv_pw is not None and op.bn1 is not None
+        x = act(_bn(F.conv2d(x, _lead(op.conv_pw.weight, mid, cin)), op.bn1, mid, training))
+    width = mid * radix(splits)
+    x = F.conv2d(x, op.depthwise(mid, splits, p.kernel), None, op.stride, p.kernel // 2, 1, mid)
+    x = act(_bn(x, op.bn2[f"r{radix(splits)}"], width, training))  # type: ignore[arg-type]
     if splits == 1:
-        se: SqueezeExcite = op.attn  # type: ignore[assignment]
+        se: SqueezeExcite = op.attn[p.attention]  # type: ignore[assignment]
         reduce, expand_ = se.conv_reduce, se.conv_expand
         s = x.mean((2, 3), keepdim=True)
         s = F.relu(F.conv2d(s, _lead(reduce.weight, att, mid), _lead(reduce.bias, att)))
         s = F.conv2d(s, _lead(expand_.weight, mid, att), _lead(expand_.bias, mid))
         x = x * gate(s)
     elif splits >= 2:
-        sa: SplitAttention = op.attn  # type: ignore[assignment]
+        sa: SplitAttention = op.attn[p.attention]  # type: ignore[assignment]
         x = torch.unflatten(x, 1, (mid, splits))
         gap = x.sum(2).mean((2, 3), keepdim=True)
         a = F.relu(F.conv2d(gap, _lead(sa.fc1.weight, att, mid), _lead(sa.fc1.bias, att)))
         a = F.conv2d(a, _lead(sa.fc2.weight, width, att), _lead(sa.fc2.bias, width))
         x = (x * torch.unflatten(a, 1, (mid, splits)).softmax(2)).sum(2)
     x = _bn(F.conv2d(x, _lead(op.conv_pwl.weight, cout, mid)), op.bn3, cout, training)
-    if residual:
+    if p.residual:
         x = x + shortcut
     return x
 
@@ -215,7 +292,7 @@ def _run_conv_bn_act(x: Tensor, m: ConvBnAct, cin: int, cout: int, training: boo
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """One block of one architecture: which candidate and which widths."""
+    """One block of one architecture: which weight group and which widths."""
 
     kind: str  # "mbconv", "identity" or "project"
     op: str | None
@@ -227,6 +304,8 @@ class BlockPlan:
     act: str
     expand: bool
     residual: bool
+    kernel: int = 0
+    attention: str = "none"
 
 
 @dataclass(frozen=True)
@@ -257,8 +336,9 @@ class Supernet(nn.Module):
     """Every architecture of `space` in one module; `forward(x, arch)` runs one of them."""
 
     def __init__(self, space: Space, device: torch.device | str | None = None) -> None:
-        """Every candidate at its widest, initialised as the standalone networks are
-        (`blocks.init_weights`), on `device` (default: torch's default device)."""
+        """Every weight group at its widest, initialised as the standalone networks are
+        (`blocks.init_weights`), then as the micros' `share` asks, on `device`
+        (default: torch's default device)."""
         super().__init__()
         self.space = space
         with torch.device("meta"):  # no memory until the one initialisation below
@@ -278,11 +358,26 @@ class Supernet(nn.Module):
             self.head = nn.Sequential(*head)
             self.classifier = make_classifier(space, cin)
         self.to_empty(device=torch.get_default_device() if device is None else device)
-        init_weights(self)
+        self.reset_parameters()
         self._lookups = [_Lookup.of(spec) for spec in space.blocks]
         self._gate = {i: gate_fn(spec.micro.gate) for i, spec in enumerate(space.blocks)}
         self._plans: OrderedDict[bytes, tuple[list[BlockPlan], int]] = OrderedDict()
         self._layout_shape = (len(space.layout.decisions), space.layout.max_variables)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The standalone networks' initialisation, then what the micros' `share` adds:
+        attention add-ons near the identity, zero last batch-norm on always-residual blocks."""
+        init_weights(self)
+        for spec, block in zip(self.space.blocks, self.blocks, strict=True):
+            share = spec.micro.share
+            assert isinstance(block, SuperBlock)
+            for group in block.ops.values():
+                assert isinstance(group, SharedMBConv)
+                if "attention" in share:
+                    group.start_near_identity()
+                if "residual" in share and block.always_residual:
+                    nn.init.zeros_(group.bn3.weight)
 
     # ------------------------------------------------------------------ plans
 
@@ -309,7 +404,10 @@ class Supernet(nn.Module):
             return cached
         cost_model(self.space).flat_index(idx)  # range check, ValueError if outside
         rows = idx.tolist()
-        plans = [self._block_plan(lookup, rows) for lookup in self._lookups]
+        plans = [
+            self._block_plan(lookup, block, rows)  # type: ignore[arg-type]
+            for lookup, block in zip(self._lookups, self.blocks, strict=True)
+        ]
         if plans:
             head_in = plans[-1].cout
         else:
@@ -321,7 +419,7 @@ class Supernet(nn.Module):
             self._plans.popitem(last=False)
         return result
 
-    def _block_plan(self, lookup: _Lookup, rows: list[list[int]]) -> BlockPlan:
+    def _block_plan(self, lookup: _Lookup, block: SuperBlock, rows: list[list[int]]) -> BlockPlan:
         values = [
             choices[0] if read is None else choices[rows[read[0]][read[1]]]
             for read, choices in zip(lookup.reads, lookup.choices, strict=True)
@@ -345,7 +443,7 @@ class Supernet(nn.Module):
             att = max(int(mid * splits * micro.sa_ratio), micro.sa_min_width)
         return BlockPlan(
             "mbconv",
-            candidate_name(kernel, attention),
+            block.group_of[(kernel, attention)],
             cin,
             mid,
             cout,
@@ -354,6 +452,8 @@ class Supernet(nn.Module):
             act,
             expansion != 1,
             same_shape,
+            kernel,
+            attention,
         )
 
     # ------------------------------------------------------------------ forward
@@ -366,21 +466,8 @@ class Supernet(nn.Module):
         for i, p in enumerate(plans):
             block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
             if p.kind == "mbconv":
-                op: MBConv = block.ops[p.op]  # type: ignore[index,assignment]
-                x = _run_mbconv(
-                    x,
-                    op,
-                    p.cin,
-                    p.mid,
-                    p.cout,
-                    p.att,
-                    p.splits,
-                    activation_fn(p.act),
-                    self._gate[i],
-                    p.expand,
-                    p.residual,
-                    training,
-                )
+                op: SharedMBConv = block.ops[p.op]  # type: ignore[index,assignment]
+                x = _run_mbconv(x, op, p, activation_fn(p.act), self._gate[i], training)
             elif p.kind == "project":
                 assert block.skip is not None
                 x = _run_conv_bn_act(x, block.skip, p.cin, p.cout, training)
@@ -400,18 +487,25 @@ class Supernet(nn.Module):
 
     # ------------------------------------------------------------------ subnet
 
-    def weight_map(self, arch: Architecture | npt.ArrayLike) -> list[tuple[str, str]]:
-        """(module of the standalone network, module of the supernet it takes its weights
-        from, as leading slices) for every part of `arch` that has weights."""
+    def standalone_tensors(self, arch: Architecture | npt.ArrayLike) -> dict[str, Tensor]:
+        """Every parameter and buffer of the standalone network of `arch`, by its
+        state-dict name, as the (views of the) supernet tensors it is copied from."""
         plans, _ = self.plan(arch)
-        pairs = [("stem", "stem")]
+        out: dict[str, Tensor] = {}
+        _add_whole(out, "stem", self.stem)
         for i, p in enumerate(plans):
+            block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
             if p.kind == "mbconv":
-                pairs.append((f"blocks.{i}", f"blocks.{i}.ops.{p.op}"))
+                op: SharedMBConv = block.ops[p.op]  # type: ignore[index,assignment]
+                out.update({f"blocks.{i}.{k}": v for k, v in op.standalone_tensors(p).items()})
             elif p.kind == "project":
-                pairs.append((f"blocks.{i}", f"blocks.{i}.skip"))
-        pairs += [("head", "head"), ("classifier", "classifier")]
-        return pairs
+                assert block.skip is not None
+                conv, bn = block.skip.conv, block.skip.bn
+                out[f"blocks.{i}.conv.weight"] = _lead(conv.weight, p.cout, p.cin)
+                out.update(_bn_tensors(f"blocks.{i}.bn", bn, p.cout))
+        _add_whole(out, "head", self.head)
+        _add_whole(out, "classifier", self.classifier)
+        return out
 
     @torch.no_grad()
     def subnet(self, arch: Architecture | npt.ArrayLike) -> Network:
@@ -421,15 +515,25 @@ class Supernet(nn.Module):
         with torch.device("meta"):
             net = build_network(self.space, self.indices(arch), init=False)
         net = net.to_empty(device=ref.device).to(ref.dtype)
-        for dst, src in self.weight_map(arch):
-            _copy(net.get_submodule(dst), self.get_submodule(src))
+        source = self.standalone_tensors(arch)
+        target = dict(itertools.chain(net.named_parameters(), net.named_buffers()))
+        if source.keys() != target.keys():
+            raise AssertionError(
+                f"supernet and network disagree on tensors: {sorted(source.keys() ^ target.keys())}"
+            )
+        for name, tensor in target.items():
+            tensor.copy_(_fit(source[name], tensor.shape))
         net.train(self.training)
         return net
 
 
-def _copy(dst: nn.Module, src: nn.Module) -> None:
-    """Every parameter and buffer of `dst` := the leading slice of `src`'s of that name."""
-    source = dict(itertools.chain(src.named_parameters(), src.named_buffers()))
-    for name, tensor in itertools.chain(dst.named_parameters(), dst.named_buffers()):
-        wide = source[name]
-        tensor.copy_(wide[tuple(slice(0, n) for n in tensor.shape)])
+def _fit(wide: Tensor, shape: torch.Size) -> Tensor:
+    """The leading block of `shape` of `wide`."""
+    return wide[tuple(slice(0, n) for n in shape)] if wide.dim() else wide
+
+
+def _add_whole(out: dict[str, Tensor], prefix: str, module: nn.Module) -> None:
+    """Every tensor of a fixed module (stem, head, classifier) whole: `_fit` takes the
+    leading block each standalone tensor needs (their input width is the architecture's)."""
+    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
+        out[f"{prefix}.{name}"] = tensor

@@ -45,6 +45,17 @@ class SearchConfig(BaseModel):
     sampling: Literal["adaptive", "fixed"] = "adaptive"
     lam: float = Field(0.25, gt=0)
     k: int = Field(14, ge=1)
+    warmup_training: Literal["uniform", "weighted"] = Field(
+        "uniform",
+        description="warm-up epochs train every sample with weight 1/K (uniform) or with "
+        "m_omega as after the warm-up (weighted, Algorithm 1 as printed)",
+    )
+    skip_below: float = Field(
+        1e-3,
+        ge=0,
+        lt=1,
+        description="skip the training pass of a sample whose m_omega is below this (0: none)",
+    )
     distribution: Literal["mixed", "joint", "factorized"] = "mixed"
     convert_epoch: int | None = Field(
         None, ge=1, description="mixed: epoch after which FD becomes JD (default: epochs x 80/315)"

@@ -2,8 +2,11 @@
 
 Per iteration: entropy H -> K -> K samples -> validation log-likelihood (no grad) and
 hinge cost of each -> m_omega = softmax_k(log-likelihood), m_alpha = m_omega - beta C/sum C
--> weight gradient accumulated over the K samples on the training batch -> alpha gradient
-from the core after the warm-up epochs -> SGD (cosine) on the weights, Adam on alpha.
+-> weight gradient accumulated over the samples on the training batch, skipping the passes
+whose m_omega is below `skip_below` (`importance.trained_samples`) -> alpha gradient from
+the core after the warm-up epochs -> SGD (cosine) on the weights, Adam on alpha.
+During the warm-up, by default, every sample trains with weight 1/K and nothing is scored
+(`warmup_training`), so the supernet learns the whole space before alpha moves.
 At the end of epoch `convert_epoch` a mixed schedule turns FD into JD.
 
 Fixed sampling (PARSEC) and FD-only / JD-only distributions are flags of the same loop.
@@ -11,6 +14,7 @@ Fixed sampling (PARSEC) and FD-only / JD-only distributions are flags of the sam
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import signal
@@ -42,27 +46,13 @@ from fpnas_dsl.nn import Supernet
 from fpnas_dsl.search import probe
 from fpnas_dsl.search.checkpoint import load_checkpoint, save_checkpoint, space_digest
 from fpnas_dsl.search.config import SearchConfig
+from fpnas_dsl.search.importance import hinge_cost, importance_weights, trained_samples
+from fpnas_dsl.search.scoring import supernet_accuracy
 
 #: Training batches used to re-estimate batch-norm statistics of an architecture
 #: before it is scored with the supernet's weights (the running statistics of a
 #: supernet mix every sampled architecture).
 BN_CALIBRATION_BATCHES = 8
-
-
-def importance_weights(
-    log_likelihoods: np.ndarray, costs: np.ndarray, beta: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """m_omega = softmax(log-likelihoods), computed in log space; m_alpha adds the cost term."""
-    ll = np.asarray(log_likelihoods, dtype=np.float64)
-    shifted = np.exp(ll - ll.max())
-    m_omega = shifted / shifted.sum()
-    total = float(np.sum(costs))
-    m_alpha = m_omega - beta * costs / total if total > 0 else m_omega.copy()
-    return m_omega, m_alpha
-
-
-def hinge_cost(flops: np.ndarray, target: float) -> np.ndarray:
-    return np.maximum(0.0, flops.astype(np.float64) / target - 1.0)
 
 
 @dataclass
@@ -74,6 +64,8 @@ class Position:
     samples: int = 0
     wall: float = 0.0
     metrics_bytes: int = 0
+    #: Samples whose training pass ran (the rest carried too little weight).
+    trained: int = 0
 
 
 class _StopRequest:
@@ -146,6 +138,7 @@ class Search:
             "epoch": self.position.epoch,
             "step": self.position.step,
             "samples": self.position.samples,
+            "trained": self.position.trained,
             "wall": self.position.wall,
             "metrics_bytes": self.position.metrics_bytes,
             "supernet": self.supernet.state_dict(),
@@ -171,6 +164,7 @@ class Search:
             state["samples"],
             state["wall"],
             state.get("metrics_bytes", 0),
+            state.get("trained", state["samples"]),
         )
 
     # ----------------------------------------------------------------------------------
@@ -257,19 +251,20 @@ class Search:
 
         t1 = time.perf_counter()
         self.supernet.train()
-        log_likelihoods = np.empty(k, dtype=np.float64)
-        with torch.no_grad():
-            for i in range(k):
-                logits = self.supernet(x_val, archs[i])
-                nll = F.cross_entropy(logits, y_val, reduction="sum")
-                log_likelihoods[i] = -float(nll)
-        if not np.all(np.isfinite(log_likelihoods)):
-            self._non_finite(epoch, "validation log-likelihood")
-        m_omega, m_alpha = importance_weights(log_likelihoods, costs, cfg.beta)
+        log_likelihoods: np.ndarray | None = None
+        if epoch <= cfg.warmup and cfg.warmup_training == "uniform":
+            # Warm-up as single-path supernets train: every sample's pass weighs 1/K, so
+            # the weights learn the whole space, not only each batch's most likely sample;
+            # nothing is scored, since alpha does not move yet.
+            m_omega = m_alpha = np.full(k, 1.0 / k)
+        else:
+            log_likelihoods = self._log_likelihoods(epoch, archs, x_val, y_val)
+            m_omega, m_alpha = importance_weights(log_likelihoods, costs, cfg.beta)
 
         self.optimizer.zero_grad(set_to_none=True)
         train_loss = 0.0
-        for i in range(k):
+        trained, skipped_weight = trained_samples(m_omega, cfg.skip_below)
+        for i in trained:
             loss = F.cross_entropy(self.supernet(x_train, archs[i]), y_train)
             value = loss.detach().item()
             if not math.isfinite(value):
@@ -287,6 +282,7 @@ class Search:
         t4 = time.perf_counter()
 
         self.position.samples += k
+        self.position.trained += len(trained)
         times = self.times
         times["core"] += t_core + (t3 - t2)
         times["fwd_bwd"] += t2 - t1
@@ -296,9 +292,13 @@ class Search:
             "epoch": epoch,
             "step": self.position.step,
             "k": k,
+            "trained": len(trained),
+            "skipped_weight": skipped_weight,
             "entropy": entropy,
             "train_loss": train_loss,
-            "val_nll": float(-(m_omega * log_likelihoods).sum() / len(y_val)),
+            "val_nll": None
+            if log_likelihoods is None
+            else float(-(m_omega * log_likelihoods).sum() / len(y_val)),
             "flops_mean": float(flops.mean()),
             "flops_min": int(flops.min()),
             "flops_max": int(flops.max()),
@@ -308,6 +308,19 @@ class Search:
             "t_core": t_core + (t3 - t2),
             "t_fwd_bwd": t2 - t1,
         }
+
+    def _log_likelihoods(
+        self, epoch: int, archs: np.ndarray, x_val: torch.Tensor, y_val: torch.Tensor
+    ) -> np.ndarray:
+        """log P(y_val | x_val, w, A_k) of each sample, summed over the batch (no grad)."""
+        out = np.empty(len(archs), dtype=np.float64)
+        with torch.no_grad():
+            for i, arch in enumerate(archs):
+                logits = self.supernet(x_val, arch)
+                out[i] = -float(F.cross_entropy(logits, y_val, reduction="sum"))
+        if not np.all(np.isfinite(out)):
+            self._non_finite(epoch, "validation log-likelihood")
+        return out
 
     def _non_finite(self, epoch: int, what: str) -> None:
         raise FpnasError(
@@ -331,6 +344,7 @@ class Search:
             "arch_flops": flops,
             "val_acc": accuracy,
             "samples": self.position.samples,
+            "trained": self.position.trained,
             "alpha_params": self.dist.num_params,
             "modes": sorted(set(self.dist.modes)),
             "time_split": dict(self.times),
@@ -341,28 +355,20 @@ class Search:
             summary["entropy_after_conversion"] = self.dist.entropy()
         return summary
 
-    def evaluate(self, arch: np.ndarray, calibrate: int = BN_CALIBRATION_BATCHES) -> float:
+    def evaluate(
+        self, arch: np.ndarray, calibrate: int = BN_CALIBRATION_BATCHES, whole: bool = False
+    ) -> float:
         """Test accuracy of one architecture under the supernet's weights, with its own
-        batch-norm statistics re-estimated on training batches first."""
-        net = self.supernet.subnet(decode(self.space, arch)).to(self.device)
-        for module in net.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.reset_running_stats()
-                module.momentum = None  # cumulative average over the calibration batches
-        net.train()
-        with torch.no_grad():
-            for i, (x, _) in enumerate(batches(self.omega_half, self.config.batch_size, 7, 0)):
-                if i >= calibrate:
-                    break
-                net(self.prepare(x))
-            net.eval()
-            correct = seen = 0
-            for i, (x, y) in enumerate(eval_batches(self.data.test, 256)):
-                if i >= self.config.eval_batches:
-                    break
-                correct += int((net(self.prepare(x)).argmax(1).cpu() == y).sum())
-                seen += len(y)
-        return correct / max(seen, 1)
+        batch-norm statistics re-estimated on training batches first: on the first
+        `eval_batches` test batches of 256, or on the `whole` test split."""
+        calibration = itertools.islice(
+            (x for x, _ in batches(self.omega_half, self.config.batch_size, 7, 0)), calibrate
+        )
+        limit = None if whole else self.config.eval_batches
+        test = itertools.islice(eval_batches(self.data.test, 256), limit)
+        return supernet_accuracy(
+            self.supernet, decode(self.space, arch), calibration, test, self.prepare
+        )
 
     def _checkpoint(self, log: TextIO) -> None:
         log.flush()
@@ -400,7 +406,7 @@ class Search:
             params = int(cost.params(self.space, idx[None])[0])
             entries.append((rank, log_prob, idx, arch, flops, params))
         rank, log_prob, idx, arch, flops, params = entries[0]
-        accuracy = self.evaluate(idx, calibrate=BN_CALIBRATION_BATCHES * 2)
+        accuracy = self.evaluate(idx, calibrate=BN_CALIBRATION_BATCHES * 2, whole=True)
         result = {
             "flops": flops,
             "params": params,
@@ -409,6 +415,7 @@ class Search:
             "target_flops": self.config.target_flops,
             "within_target": flops <= 1.05 * self.config.target_flops,
             "samples": self.position.samples,
+            "trained": self.position.trained,
             "wall_seconds": round(self.position.wall, 1),
         }
         save_arch(self.run_dir / "arch.json", self.space, arch, **result)

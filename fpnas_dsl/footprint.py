@@ -1,0 +1,218 @@
+"""The shape of a space's supernet, without torch: its weight groups, widths and size.
+
+`Supernet` builds its modules from `block_shape`, and `fpnas compile` and `fpnas search`
+report `supernet_size` before anything is allocated, so both read one description:
+
+- a block's (kernel, attention) candidates fall into weight groups by what its micro
+  shares (`group_name`): everything shared is one group `mbconv`; kernels shared, one
+  group per attention variant; attention shared, one per kernel; nothing shared, one
+  per candidate (`k5_sa2`), as the paper has it;
+- every group is held at the block's widest input, expanded and output channels, with
+  the depthwise kernel at the group's largest size and as many filters per channel as
+  its most split attention variant.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from fpnas_dsl.ir import (
+    ATTENTION_SPLITS,
+    SKIP_KERNEL,
+    BlockSpec,
+    Micro,
+    Space,
+    make_divisible,
+    mid_channels,
+    shapes_can_differ,
+)
+
+__all__ = ["BlockShape", "GroupShape", "block_shape", "group_name", "supernet_size"]
+
+#: Bytes of one float32 value.
+FLOAT_BYTES = 4
+
+
+def group_name(kernel: int, attention: str, share: Iterable[str]) -> str:
+    """Key of the weight group of candidate (kernel, attention): `k5_sa2` when nothing is
+    shared, `sa2` with kernels shared, `k5` with attention shared, `mbconv` with both."""
+    shared = set(share)
+    parts = [] if "kernel" in shared else [f"k{kernel}"]
+    if "attention" not in shared:
+        parts.append(attention)
+    return "_".join(parts) or "mbconv"
+
+
+def radix(splits: int) -> int:
+    """Depthwise filters per channel: the number of splits, 1 without split-attention."""
+    return max(splits, 1)
+
+
+@dataclass(frozen=True)
+class GroupShape:
+    """One weight group: its largest kernel and its attention variants, in ATTENTIONS order."""
+
+    name: str
+    kernel: int
+    attentions: tuple[str, ...]
+
+    @property
+    def radices(self) -> tuple[int, ...]:
+        return tuple(sorted({radix(ATTENTION_SPLITS[a]) for a in self.attentions}))
+
+    @property
+    def radix_max(self) -> int:
+        return max(self.radices)
+
+
+@dataclass(frozen=True)
+class BlockShape:
+    """The widest tensors of one block of the supernet."""
+
+    in_max: int
+    mid_max: int
+    out_max: int
+    expand: bool
+    groups: tuple[GroupShape, ...]
+    #: (kernel, attention) -> name of its group.
+    group_of: dict[tuple[int, str], str]
+    #: attention variant -> its widest bottleneck (SE or split-attention).
+    attention_width: dict[str, int]
+    #: Whether `skip` is a 1x1 conv + BN here (the block can change shape).
+    projection: bool
+    #: Whether every architecture gives this block a residual (stride 1, same channels).
+    always_residual: bool
+
+
+def _attention_width(micro: Micro, mids: dict[tuple[int, int, float], int], attention: str) -> int:
+    splits = ATTENTION_SPLITS[attention]
+    if splits == 1:
+        return max(
+            make_divisible(
+                (i if micro.se_relative_to == "input" else m) * micro.se_ratio, micro.divisor
+            )
+            for (i, _, _), m in mids.items()
+        )
+    if splits >= 2:
+        return max(max(int(m * splits * micro.sa_ratio), micro.sa_min_width) for m in mids.values())
+    return 0
+
+
+def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
+    micro = spec.micro
+    ins = [int(c) for c in spec.in_channels.choices]
+    outs = [int(c) for c in spec.var("channels").choices]
+    exps = [float(e) for e in spec.var("expansion").choices]
+    mids = {
+        (i, o, e): mid_channels(space, micro, i, o, e)
+        for i, o, e in itertools.product(ins, outs, exps)
+    }
+    attentions = [str(a) for a in spec.var("attention").choices]
+    members: dict[str, list[tuple[int, str]]] = {}
+    for kernel in spec.var("kernel").choices:
+        if kernel == SKIP_KERNEL:
+            continue
+        for attention in attentions:
+            name = group_name(int(kernel), attention, micro.share)
+            members.setdefault(name, []).append((int(kernel), attention))
+    order = list(ATTENTION_SPLITS)
+    groups = tuple(
+        GroupShape(
+            name,
+            max(k for k, _ in cands),
+            tuple(sorted({a for _, a in cands}, key=order.index)),
+        )
+        for name, cands in members.items()
+    )
+    can_differ = shapes_can_differ(space, spec.stride, spec.in_channels, spec.var("channels"))
+    return BlockShape(
+        in_max=max(ins),
+        mid_max=max(mids.values()),
+        out_max=max(outs),
+        expand=any(e != 1 for e in exps),
+        groups=groups,
+        group_of={c: name for name, cands in members.items() for c in cands},
+        attention_width={a: _attention_width(micro, mids, a) for a in attentions},
+        projection=space.skip_mismatch == "project"
+        and SKIP_KERNEL in spec.var("kernel").choices
+        and can_differ,
+        always_residual=not can_differ,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Size
+
+
+def _bn(channels: int) -> tuple[int, int]:
+    """(parameters, buffer values) of a batch-norm: gamma, beta; mean, var, count."""
+    return 2 * channels, 2 * channels + 1
+
+
+def _group_size(block: BlockShape, group: GroupShape) -> tuple[int, int]:
+    mid = block.mid_max
+    params = buffers = 0
+
+    def bn(channels: int) -> None:
+        nonlocal params, buffers
+        p, b = _bn(channels)
+        params += p
+        buffers += b
+
+    if block.expand:
+        params += block.in_max * mid
+        bn(mid)
+    params += mid * group.radix_max * group.kernel**2
+    for r in group.radices:
+        bn(mid * r)
+    for a in group.attentions:
+        splits, width = ATTENTION_SPLITS[a], block.attention_width[a]
+        if splits >= 1:
+            out = mid * splits if splits >= 2 else mid
+            params += mid * width + width + width * out + out
+    params += mid * block.out_max
+    bn(block.out_max)
+    return params, buffers
+
+
+def supernet_size(space: Space) -> dict[str, int]:
+    """Parameters and buffer values of `Supernet(space)`, and the bytes they take in
+    float32 (`bytes`) and in a search checkpoint (`checkpoint_bytes`: weights, SGD
+    momentum and batch-norm statistics)."""
+    params = buffers = 0
+
+    def conv_bn(cin: int, cout: int, kernel: int) -> None:
+        nonlocal params, buffers
+        p, b = _bn(cout)
+        params += cin * cout * kernel * kernel + p
+        buffers += b
+
+    cin = space.in_channels
+    for conv in space.stem:
+        conv_bn(cin, conv.out_channels, conv.kernel)
+        cin = conv.out_channels
+    for spec in space.blocks:
+        block = block_shape(space, spec)
+        for group in block.groups:
+            p, b = _group_size(block, group)
+            params += p
+            buffers += b
+        if block.projection:
+            conv_bn(block.in_max, block.out_max, 1)
+    if space.blocks:
+        cin = max(int(c) for c in space.blocks[-1].var("channels").choices)
+    for conv in space.head:
+        conv_bn(cin, conv.out_channels, conv.kernel)
+        cin = conv.out_channels
+    for fc in space.classifier:
+        out = fc.out_features if fc.out_features is not None else space.classes
+        params += cin * out + out
+        cin = out
+    return {
+        "params": params,
+        "buffers": buffers,
+        "bytes": (params + buffers) * FLOAT_BYTES,
+        "checkpoint_bytes": (2 * params + buffers) * FLOAT_BYTES,
+    }
