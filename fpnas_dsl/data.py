@@ -196,6 +196,29 @@ class BatchPreparer:
 # Sources
 
 
+#: Per-channel mean and std that `BatchPreparer` normalises with, by data source.
+FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+SYNTHETIC_STATS = ((0.5,), (0.29,))
+
+
+def data_stats(spec: str) -> tuple[str, tuple[float, ...], tuple[float, ...]] | None:
+    """(name, mean, std) of a data source without reading it; None if `spec` is unknown."""
+    if spec == "fashion-mnist":
+        return ("fashion-mnist", *FASHION_MNIST_STATS)
+    if spec.startswith("imagefolder:"):
+        root = Path(spec.removeprefix("imagefolder:").partition("?")[0])
+        return (f"imagefolder:{root.name}", *IMAGENET_STATS)
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        try:
+            channels = _options(spec.partition(":")[2]).get("channels", 1)
+        except FpnasError:
+            return None
+        mean, std = SYNTHETIC_STATS
+        return ("synthetic", mean * channels, std * channels)
+    return None
+
+
 def load_data(spec: str, data_dir: str | None = None, seed: int = 0) -> DataBundle:
     """Open a data source by name: fashion-mnist, imagefolder:PATH[?classes=N], synthetic."""
     if spec == "fashion-mnist":
@@ -252,7 +275,7 @@ def _fashion_mnist(directory: Path) -> DataBundle:
         torch.from_numpy(arrays["test_images"].copy()).unsqueeze(1),
         torch.from_numpy(arrays["test_labels"].astype(np.int64)),
     )
-    return DataBundle("fashion-mnist", train, test, 10, 1, 28, (0.2860,), (0.3530,))
+    return DataBundle("fashion-mnist", train, test, 10, 1, 28, *FASHION_MNIST_STATS)
 
 
 def _image_folder(spec: str) -> DataBundle:
@@ -273,7 +296,7 @@ def _image_folder(spec: str) -> DataBundle:
     train = FolderImageSet(train_dir, resolution, classes)
     test_dir = root / "val"
     test = FolderImageSet(test_dir, resolution, classes) if test_dir.is_dir() else train
-    imagenet_mean, imagenet_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    imagenet_mean, imagenet_std = IMAGENET_STATS
     return DataBundle(
         f"imagefolder:{root.name}",
         train,
@@ -311,6 +334,6 @@ def synthetic(
         classes,
         channels,
         resolution,
-        (0.5,) * channels,
-        (0.29,) * channels,
+        SYNTHETIC_STATS[0] * channels,
+        SYNTHETIC_STATS[1] * channels,
     )
