@@ -4,8 +4,9 @@
 it as text. The keys `name, resolution, blocks, decisions, architectures (exact, a string),
 log10_architectures, uniform_entropy_nats, initial_k, alpha_params_factorized,
 alpha_params_joint` are the stable interface (`architectures_sci`, the count in scientific
-notation, sits beside the exact value, which can have thousands of digits); `rows` (the table, row by row), `layout`
-(the decisions), `variables` (per variable) and `cost` add detail.
+notation, sits beside the exact value, which can have thousands of digits); `rows` (the
+table, row by row), `layout` (the decisions), `variables` (per variable) and `cost` add
+detail.
 
 FLOPS/params hook: when `fpnas_dsl.cost` is importable and has
 `cost_range(space) -> {flops_min, flops_median, flops_max, params_min, params_median,
