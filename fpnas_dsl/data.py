@@ -92,7 +92,13 @@ class FolderImageSet:
         images, labels = [], []
         for i in indices.tolist():
             path, label = self.samples[i]
-            img = self.transform(self.loader(path))
+            try:
+                img = self.transform(self.loader(path))
+            except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for a bad image
+                raise FpnasError(
+                    f"{path}: not a readable image ({type(exc).__name__}); remove it or "
+                    "replace it, then resume"
+                ) from None
             if img.shape[0] == 1:
                 img = img.expand(3, -1, -1)
             images.append(img[:3])
@@ -232,23 +238,39 @@ def load_data(spec: str, data_dir: str | None = None, seed: int = 0) -> DataBund
     )
 
 
-def _options(text: str) -> dict[str, int]:
+#: The options of each data source (`synthetic:size=256,classes=4`, `imagefolder:P?classes=N`).
+DATA_OPTIONS = {
+    "synthetic": ("size", "test_size", "classes", "channels", "resolution"),
+    "imagefolder": ("classes", "resolution"),
+}
+
+
+def _options(text: str, source: str = "synthetic") -> dict[str, int]:
     out: dict[str, int] = {}
+    allowed = DATA_OPTIONS[source]
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        if not value.isdigit():
-            raise FpnasError(f"bad data option {item!r}: expected key=INTEGER")
-        out[key.strip()] = int(value)
+        key = key.strip()
+        if key not in allowed:
+            raise FpnasError(f"unknown {source} data option {key!r}; allowed: {', '.join(allowed)}")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise FpnasError(f"bad data option {item!r}: expected {key}=N with N >= 1")
+        out[key] = int(value)
     return out
 
 
 def _read_idx(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise FpnasError(f"{path}: cannot read ({type(exc).__name__})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise FpnasError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]
+    if ndim < 1 or len(raw) < 4 + 4 * ndim:
+        raise FpnasError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -281,7 +303,7 @@ def _fashion_mnist(directory: Path) -> DataBundle:
 def _image_folder(spec: str) -> DataBundle:
     path_text, _, query = spec.partition("?")
     root = Path(path_text)
-    options = _options(query.replace("&", ","))
+    options = _options(query.replace("&", ","), "imagefolder")
     train_dir = root / "train"
     if not train_dir.is_dir():
         raise FpnasError(

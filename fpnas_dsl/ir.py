@@ -484,7 +484,7 @@ def encode(space: Space, arch: Architecture) -> IndexArray:
             matches = [i for i, c in enumerate(slot.choices) if c == value]
             if not matches:
                 raise ArchitectureMismatch(
-                    f"block {spec.index + 1}: {name} {value!r} is not among "
+                    f"block {spec.index + 1}: {name} {_short(value)} is not among "
                     f"{list(slot.choices)} in space {space.name!r}"
                 )
             if slot.decision is None or slot.slot is None:
@@ -499,7 +499,8 @@ def encode(space: Space, arch: Architecture) -> IndexArray:
                     if (b.variables[name].decision, b.variables[name].slot) == key
                 ]
                 raise ArchitectureMismatch(
-                    f"block {spec.index + 1}: {name} {value!r} differs from block {first + 1}'s "
+                    f"block {spec.index + 1}: {name} {_short(value)} differs from block "
+                    f"{first + 1}'s "
                     f"{slot.choices[int(previous)]!r}; in space {space.name!r} one {name} is "
                     f"chosen for blocks {_ranges(sharing)} together, so they must agree"
                 )
@@ -507,6 +508,12 @@ def encode(space: Space, arch: Architecture) -> IndexArray:
             owner.setdefault((slot.decision, slot.slot), spec.index)
     idx[idx < 0] = 0
     return idx
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters: a message never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _ranges(numbers: Sequence[int]) -> str:

@@ -87,15 +87,21 @@ def read_metrics(path: Path, kind: str = "epoch") -> list[dict[str, Any]]:
     """The lines of a metrics.jsonl whose "type" is `kind` (all lines when kind is "")."""
     if not path.is_file():
         return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise FpnasError(f"{path}: not a metrics file (not UTF-8 text)") from None
+    except OSError as exc:
+        raise FpnasError(f"{path}: cannot read ({exc.strerror})") from None
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             # A run killed mid-write leaves a partial last line; anything else is damage.
-            if number == len(path.read_text().splitlines()):
+            if number == len(lines):
                 break
             raise FpnasError(f"{path}:{number}: not a JSON line") from None
         if isinstance(row, dict) and (not kind or row.get("type") == kind):

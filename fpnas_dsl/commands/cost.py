@@ -52,7 +52,11 @@ def run(args: argparse.Namespace) -> int:
     from fpnas_dsl.parser import load_space
 
     doc = read_architecture(args.arch)
-    recorded: dict[str, int] = dict(input_fields(doc, args.arch))
+    # --resolution replaces what the file records: only the file's other fields count.
+    fields = {
+        k: v for k, v in doc.items() if not (k == "resolution" and args.resolution is not None)
+    }
+    recorded: dict[str, int] = dict(input_fields(fields, args.arch))
     if args.resolution is not None:
         recorded["resolution"] = args.resolution
     space = load_space(args.space, **recorded)

@@ -118,8 +118,8 @@ def read_config_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
         raise FpnasError(f"{path}: not valid {kind}: {clip(str(exc))}") from None
-    if data is None:
-        return {}
+    if data is None or data == {}:
+        raise FpnasError(f"{path}: holds no settings (an empty {kind} file)")
     if not isinstance(data, dict):
         raise FpnasError(f"{path}: expected a table of settings at the top level")
     values = {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -148,8 +148,8 @@ def make_config(
 ) -> SearchConfig:
     """Validate settings; an invalid one is an FpnasError naming where it was given
     (`origins`: key -> a file name or "command line"; `source`: for every key)."""
-    if source is not None and origins is None:
-        origins = dict.fromkeys(values, source)
+    # One source for every key: named once, in the head of the message.
+    single = source is not None and origins is None
     try:
         return SearchConfig.model_validate(values)
     except ValidationError as exc:
@@ -157,7 +157,8 @@ def make_config(
         for e in exc.errors():
             key = str(e["loc"][0]) if e["loc"] else ""
             msg = e["msg"].removeprefix("Value error, ")
-            problems.append(f"{origin_name(key, origins)}: {msg}" if key else msg)
+            name = key if single else origin_name(key, origins)
+            problems.append(f"{name}: {msg}" if key else msg)
         where = f" in {source}" if source and source != "command line" else ""
         raise FpnasError(f"invalid search settings{where}: {'; '.join(problems)}") from None
 

@@ -156,8 +156,15 @@ class Search:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def restore(self, path: Path, log: Callable[[str], None] | None = None) -> None:
-        state = load_checkpoint(path, self.space)
+    def restore(
+        self,
+        path: Path,
+        log: Callable[[str], None] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        """Continue from the checkpoint at `path` (`state`: already read from it)."""
+        if state is None:
+            state = load_checkpoint(path, self.space)
         try:
             self.supernet.load_state_dict(state["supernet"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -187,12 +194,10 @@ class Search:
             return
         pos = self.position
         done = (pos.epoch - 1) * self.steps + pos.step
-        completed = pos.epoch - 1 + (pos.step > 0)
-        if self.config.epochs < completed:
+        if done > total:
             raise FpnasError(
-                f"--epochs {self.config.epochs}: the run has done {completed} epochs already "
-                f"({pos.epoch - 1} finished{', one begun' if pos.step else ''}); give "
-                f"{completed} or more"
+                f"--epochs {self.config.epochs}: the run has done {done} steps already, more "
+                f"than {self.config.epochs} epochs of {self.steps}"
             )
         scheduler.T_max = total
         eta_min = float(scheduler.eta_min)

@@ -37,7 +37,7 @@ from fpnas_dsl.footprint import (
 )
 from fpnas_dsl.ir import Space
 from fpnas_dsl.parser import load_space
-from fpnas_dsl.search.checkpoint import CHECKPOINT
+from fpnas_dsl.search.checkpoint import CHECKPOINT, load_checkpoint
 from fpnas_dsl.search.config import (
     SearchConfig,
     load_saved_config,
@@ -88,17 +88,22 @@ def check_target(space: Space, target: float) -> dict[str, Any]:
     return bounds
 
 
-def check_fits(space: Space, device: Any, run_dir: Path, log: Log = _stderr) -> dict[str, int]:
-    """Announce the supernet's size; refuse one that cannot fit in memory (the least that
-    training takes: weights, gradients, momentum) or whose checkpoint (twice: it is written
-    beside the previous one) cannot fit on the run directory's disk."""
+def announce(size: dict[str, int], log: Log = _stderr) -> None:
+    """Say what the supernet about to be built takes (building a large one takes minutes)."""
+    log(
+        f"fpnas search: building the supernet: {size['params']:,} weights, "
+        f"{human_bytes(size['bytes'])} in float32, at least "
+        f"{human_bytes(training_bytes(size))} to train, a checkpoint of about "
+        f"{human_bytes(size['checkpoint_bytes'])}"
+    )
+
+
+def check_fits(space: Space, device: Any, run_dir: Path) -> dict[str, int]:
+    """The supernet's size; refuse one that cannot fit in memory (the least that training
+    takes: weights, gradients, momentum) or whose checkpoint (twice: it is written beside
+    the previous one) cannot fit on the run directory's disk."""
     size = supernet_size(space)
     need = training_bytes(size)
-    log(
-        f"fpnas search: supernet of {size['params']:,} weights: "
-        f"{human_bytes(size['bytes'])} in float32, at least {human_bytes(need)} to train, "
-        f"a checkpoint of about {human_bytes(size['checkpoint_bytes'])}"
-    )
     if getattr(device, "type", "cpu") == "cuda":
         import torch
 
@@ -110,7 +115,8 @@ def check_fits(space: Space, device: Any, run_dir: Path, log: Log = _stderr) -> 
     if where is not None and need > where:
         raise FpnasError(
             f"the supernet of space {space.name!r} does not fit: its {size['params']:,} "
-            f"weights need at least {human_bytes(need)} to train, and there is "
+            f"weights ({human_bytes(size['bytes'])} in float32) need at least "
+            f"{human_bytes(need)} to train, and there is "
             f"{human_bytes(where)} {memory}; search a smaller space (fewer rows or "
             "choices) or on a machine with more memory"
         )
@@ -198,14 +204,22 @@ def prepare_search(config: SearchConfig, resume: Path | None = None, log: Log = 
             f"--batch-size {config.batch_size} is larger than half the training set "
             f"({half} images): each half (weights, architecture) needs one batch at least"
         )
+    steps = half // config.batch_size
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch)
+    state = None
     if resume is not None:
         run_dir = resume
+        if (run_dir / CHECKPOINT).exists():
+            state = load_checkpoint(run_dir / CHECKPOINT, space)
+            check_epochs(config, state, steps)
     else:
         run_dir = Path(config.out) if config.out else default_run_dir(config)
         check_run_dir(run_dir)
-    check_fits(space, device, run_dir, log)
+    size = check_fits(space, device, run_dir)
     check_target(space, config.target_flops)
 
+    announce(size, log)
     created = None if resume is not None else _Created(run_dir)
     try:
         if created is not None:
@@ -213,21 +227,31 @@ def prepare_search(config: SearchConfig, resume: Path | None = None, log: Log = 
             save_config(config, run_dir / CONFIG_FILE)
             (run_dir / SPACE_FILE).write_text(space.model_dump_json(indent=2) + "\n")
         search = Search(config, space, data, run_dir)
-        if resume is not None:
-            if (run_dir / CHECKPOINT).exists():
-                search.restore(run_dir / CHECKPOINT, log)
-                save_config(config, run_dir / CONFIG_FILE)
-            else:
-                log(
-                    f"fpnas search: {run_dir} has no checkpoint yet (none is written before "
-                    "the first epoch ends): starting it from the beginning"
-                )
+        if state is not None:
+            search.restore(run_dir / CHECKPOINT, log, state)
+            save_config(config, run_dir / CONFIG_FILE)
+        elif resume is not None:
+            log(
+                f"fpnas search: {run_dir} has no checkpoint yet (none is written before "
+                "the first epoch ends): starting it from the beginning"
+            )
     except BaseException:
         if created is not None:
             created.discard()
         raise
     search.discard = created.discard if created is not None else None
     return search
+
+
+def check_epochs(config: SearchConfig, state: dict[str, Any], steps: int) -> None:
+    """Refuse an `--epochs` on resume below what the run has done already."""
+    epoch, step = int(state["epoch"]), int(state["step"])
+    completed = epoch - 1 + (step > 0)
+    if config.epochs < completed:
+        raise FpnasError(
+            f"--epochs {config.epochs}: the run has done {completed} epochs already "
+            f"({epoch - 1} finished{', one begun' if step else ''}); give {completed} or more"
+        )
 
 
 def _same_space(given: str, saved: str) -> bool:
