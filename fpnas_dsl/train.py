@@ -813,7 +813,7 @@ def _line_epoch(line: str) -> int:
 
 
 #: Settings that `fpnas train --resume` takes with a new value.
-RESUMABLE = ("epochs", "threads", "progress")
+RESUMABLE = ("epochs", "threads", "progress", "device", "data_dir")
 
 
 def _open_resume(
@@ -843,8 +843,8 @@ def _open_resume(
     if refused:
         raise FpnasError(
             f"--resume {out} continues with the run's settings; these cannot change: "
-            f"{', '.join(refused)}. Only --epochs (a new total), --threads and --progress "
-            "can; train again into another --out for others"
+            f"{', '.join(refused)}. Only --epochs (a new total), --device, --threads, "
+            "--data-dir and --progress can; train again into another --out for others"
         )
     if epochs is not None:
         done = int(state.get("epoch", 0))
@@ -853,6 +853,8 @@ def _open_resume(
         cfg.epochs = epochs  # continue to a new total
     cfg.progress = overrides.progress
     cfg.threads = overrides.threads or cfg.threads
+    cfg.device = given.get("device", cfg.device)
+    cfg.data_dir = given.get("data_dir", cfg.data_dir)
     cfg.check()
     space, arch, _ = load_arch(out / ARCH_FILE)
     return cfg, space, arch, state

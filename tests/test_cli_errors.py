@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,25 @@ def test_item_3_resume_honours_epochs_and_refuses_other_changes(
     assert lrs[3] == pytest.approx(0.0) and lrs[4] > 0 and lrs[-1] == pytest.approx(0.0)
     line = one_line_error(capsys, ["search", "--resume", str(out), "--epochs", "2"])
     assert "has done 3 epochs already" in line
+
+
+def test_item_3_train_resume_refuses_changed_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    full, _ = tiny_arch(tmp_path)
+    out = tmp_path / "t"
+    small = ["--data", DATA, "--batch-size", "32", "--no-progress", "--threads", "1"]
+    code, _, err = run(capsys, "train", str(full), "--out", str(out), "--epochs", "1", *small)
+    assert code == 0, err
+    line = one_line_error(
+        capsys, ["train", "--resume", str(out), "--lr", "0.5", "--optimizer", "sgd"]
+    )
+    assert "--lr 0.5" in line and "--optimizer 'sgd' (the run's: 'rmsprop')" in line
+    line = one_line_error(capsys, ["train", "--resume", str(out), "--resolution", "20"])
+    assert "leave out --resolution" in line
+    code, _, err = run(capsys, "train", "--resume", str(out), "--epochs", "2", "--batch-size", "32")
+    assert code == 0, err
+    assert json.loads((out / "result.json").read_text())["epochs"] == 2
 
 
 def test_item_4_failed_start_leaves_nothing(
@@ -438,6 +458,21 @@ def test_item_13_onnx_metadata(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 0, err
     meta = {p.key: p.value for p in onnx.load(str(target)).metadata_props}
     assert json.loads(meta["fpnas.mean"]) == [0.286] and meta["fpnas.data"] == "fashion-mnist"
+    # TorchScript: the same record as an extra file; JSON: as a key.
+    import torch
+
+    scripted = tmp_path / "net.pt"
+    code, _, err = run(capsys, "export", str(out), "-f", "torchscript", "-o", str(scripted))
+    assert code == 0, err
+    extra = {"fpnas.json": ""}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.load is deprecated in newer torch
+        torch.jit.load(str(scripted), _extra_files=extra)  # type: ignore[no-untyped-call]
+    assert json.loads(extra["fpnas.json"])["fpnas.std"] == "[0.29]"
+    code, _, err = run(capsys, "export", str(out), "-f", "json", "-o", str(tmp_path / "a.json"))
+    assert code == 0, err
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["preprocessing"]["fpnas.classes"] == "4"
 
 
 def test_item_15_search_picture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

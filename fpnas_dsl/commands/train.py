@@ -44,8 +44,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
         "--resume",
         metavar="DIR",
         help="continue the training run in DIR with its settings (config.json); "
-        "only --epochs (a new total), --threads and --progress may change (other settings "
-        "that differ from the run's are refused)",
+        "only --epochs (a new total), --device, --threads, --data-dir and --progress may "
+        "change (other settings that differ from the run's are refused)",
     )
     g = p.add_argument_group("data")
     g.add_argument(

@@ -43,6 +43,7 @@ from fpnas_dsl.distribution import Distribution, Mode
 from fpnas_dsl.errors import FpnasError, Interrupted, RunError
 from fpnas_dsl.ir import Space, decode
 from fpnas_dsl.nn import Supernet
+from fpnas_dsl.runfiles import write_json_atomic
 from fpnas_dsl.search import probe
 from fpnas_dsl.search.checkpoint import (
     CHECKPOINT,
@@ -488,7 +489,7 @@ class Search:
             {"rank": r, "log_prob": lp, "flops": f, "params": p, **a.model_dump(mode="json")}
             for r, lp, _, a, f, p in entries
         ]
-        (self.run_dir / "top5.json").write_text(json.dumps(top5, indent=2) + "\n")
+        write_json_atomic(self.run_dir / "top5.json", top5)
         return result
 
 
