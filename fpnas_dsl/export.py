@@ -196,9 +196,19 @@ def network_for(
         load_into(net, load_state_dict_file(weights), str(weights))
         return net.eval(), f"from {weights}"
     if source.kind == "search":
+        from fpnas_dsl.footprint import available_memory, human_bytes, supernet_size
         from fpnas_dsl.nn import Supernet
         from fpnas_dsl.search.checkpoint import load_supernet_weights
 
+        size = supernet_size(source.space)
+        free = available_memory()
+        # The supernet and its checkpoint's copy of the weights are held at once.
+        if free is not None and 2 * size["bytes"] > free:
+            raise FpnasError(
+                f"{source.path}: the run's supernet takes {human_bytes(size['bytes'])} (twice "
+                f"that while its weights load) and there is {human_bytes(free)} of memory "
+                "available; export on a machine with more memory"
+            )
         supernet = Supernet(source.space)
         state = load_supernet_weights(source.path)
         try:

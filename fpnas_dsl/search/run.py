@@ -107,8 +107,11 @@ def check_fits(space: Space, device: Any, run_dir: Path) -> dict[str, int]:
     if getattr(device, "type", "cpu") == "cuda":
         import torch
 
-        free, _ = torch.cuda.mem_get_info(device)
-        where: int | None = int(free)
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+            where: int | None = int(free)
+        except (RuntimeError, AssertionError):  # the driver cannot say: build and see
+            where = None
         memory = f"free on {device}"
     else:
         where, memory = available_memory(), "of memory available"
