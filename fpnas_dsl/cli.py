@@ -1,19 +1,32 @@
 """The `fpnas` command line: a thin shell over the library.
 
-Every user-facing failure is an `FpnasError`: printed to stderr as one message, exit 2,
-no traceback. Subcommands live in `fpnas_dsl.commands.<name>` and are imported lazily so
-that `fpnas compile` never pays for importing torch.
+Every failure ends in one message on stderr, never a traceback, and an exit code that says
+what kind of failure it was:
+
+- 0: done;
+- 2: bad input (a missing or unreadable file, an invalid setting, a refused request) and
+  usage errors, including `fpnas` with no command (`FpnasError`);
+- 1: a failure at run time with valid input: a search or training that diverged, an export
+  that failed its check, a file that could not be written, memory that ran out
+  (`RunError`), and any unexpected error (a bug: the message says so, and
+  `FPNAS_DEBUG=1` shows its traceback);
+- 130: interrupted with Ctrl-C (a search first finishes its iteration and checkpoints).
+
+Subcommands live in `fpnas_dsl.commands.<name>` and are imported lazily so that
+`fpnas compile` never pays for importing torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 from fpnas_dsl import __version__
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.errors import FpnasError, Interrupted, RunError, clip
 
 #: subcommand -> (module under fpnas_dsl.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,18 +54,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Longest line of an error message printed as is (longer ones are cut, with a note).
+MESSAGE_LINE_LIMIT = 1000
+
+
+def format_message(text: str) -> str:
+    """An error message fit for a terminal: no line is longer than MESSAGE_LINE_LIMIT."""
+    return "\n".join(
+        line if len(line) <= MESSAGE_LINE_LIMIT else clip(line, MESSAGE_LINE_LIMIT)
+        for line in text.split("\n")
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments:
+        parser.print_usage(sys.stderr)
+        print("fpnas: give a command; `fpnas --help` describes them", file=sys.stderr)
+        return 2
+    args = parser.parse_args(arguments)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 0 if args.command is None else 2
+        parser.print_help(sys.stderr)
+        return 2
+    name = f"fpnas {args.command}"
     try:
         code: int = args.func(args)
     except FpnasError as err:
-        print(f"fpnas {args.command}: {err}", file=sys.stderr)
+        print(f"{name}: {format_message(str(err))}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print("fpnas: interrupted", file=sys.stderr)
-        return 130
+        print(f"{name}: interrupted", file=sys.stderr)
+        return Interrupted.exit_code
+    except MemoryError:
+        print(f"{name}: out of memory; try a smaller space, batch or input", file=sys.stderr)
+        return RunError.exit_code
+    except BrokenPipeError:
+        # The reader of standard output went away (`fpnas compile X | head`): stop quietly.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return RunError.exit_code
+    except Exception as err:
+        if os.environ.get("FPNAS_DEBUG"):
+            raise
+        what = f"{type(err).__name__}: {err}"
+        if "out of memory" in str(err).lower():
+            print(f"{name}: out of memory ({clip(what)})", file=sys.stderr)
+            return RunError.exit_code
+        print(
+            f"{name}: internal error, a bug in fpnas ({clip(what)}); run with FPNAS_DEBUG=1 "
+            "to see where",
+            file=sys.stderr,
+        )
+        return RunError.exit_code
     return code

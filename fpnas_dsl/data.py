@@ -92,7 +92,13 @@ class FolderImageSet:
         images, labels = [], []
         for i in indices.tolist():
             path, label = self.samples[i]
-            img = self.transform(self.loader(path))
+            try:
+                img = self.transform(self.loader(path))
+            except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for a bad image
+                raise FpnasError(
+                    f"{path}: not a readable image ({type(exc).__name__}); remove it or "
+                    "replace it, then resume"
+                ) from None
             if img.shape[0] == 1:
                 img = img.expand(3, -1, -1)
             images.append(img[:3])
@@ -196,6 +202,29 @@ class BatchPreparer:
 # Sources
 
 
+#: Per-channel mean and std that `BatchPreparer` normalises with, by data source.
+FASHION_MNIST_STATS = ((0.2860,), (0.3530,))
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+SYNTHETIC_STATS = ((0.5,), (0.29,))
+
+
+def data_stats(spec: str) -> tuple[str, tuple[float, ...], tuple[float, ...]] | None:
+    """(name, mean, std) of a data source without reading it; None if `spec` is unknown."""
+    if spec == "fashion-mnist":
+        return ("fashion-mnist", *FASHION_MNIST_STATS)
+    if spec.startswith("imagefolder:"):
+        root = Path(spec.removeprefix("imagefolder:").partition("?")[0])
+        return (f"imagefolder:{root.name}", *IMAGENET_STATS)
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        try:
+            channels = _options(spec.partition(":")[2]).get("channels", 1)
+        except FpnasError:
+            return None
+        mean, std = SYNTHETIC_STATS
+        return ("synthetic", mean * channels, std * channels)
+    return None
+
+
 def load_data(spec: str, data_dir: str | None = None, seed: int = 0) -> DataBundle:
     """Open a data source by name: fashion-mnist, imagefolder:PATH[?classes=N], synthetic."""
     if spec == "fashion-mnist":
@@ -209,23 +238,39 @@ def load_data(spec: str, data_dir: str | None = None, seed: int = 0) -> DataBund
     )
 
 
-def _options(text: str) -> dict[str, int]:
+#: The options of each data source (`synthetic:size=256,classes=4`, `imagefolder:P?classes=N`).
+DATA_OPTIONS = {
+    "synthetic": ("size", "test_size", "classes", "channels", "resolution"),
+    "imagefolder": ("classes", "resolution"),
+}
+
+
+def _options(text: str, source: str = "synthetic") -> dict[str, int]:
     out: dict[str, int] = {}
+    allowed = DATA_OPTIONS[source]
     for item in filter(None, text.split(",")):
         key, _, value = item.partition("=")
-        if not value.isdigit():
-            raise FpnasError(f"bad data option {item!r}: expected key=INTEGER")
-        out[key.strip()] = int(value)
+        key = key.strip()
+        if key not in allowed:
+            raise FpnasError(f"unknown {source} data option {key!r}; allowed: {', '.join(allowed)}")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise FpnasError(f"bad data option {item!r}: expected {key}=N with N >= 1")
+        out[key] = int(value)
     return out
 
 
 def _read_idx(path: Path) -> np.ndarray[Any, np.dtype[np.uint8]]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    try:
+        with opener(path, "rb") as fh:
+            raw = fh.read()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise FpnasError(f"{path}: cannot read ({type(exc).__name__})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise FpnasError(f"{path}: not an unsigned-byte IDX file")
     ndim = raw[3]
+    if ndim < 1 or len(raw) < 4 + 4 * ndim:
+        raise FpnasError(f"{path}: truncated IDX header")
     dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
     body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -252,13 +297,13 @@ def _fashion_mnist(directory: Path) -> DataBundle:
         torch.from_numpy(arrays["test_images"].copy()).unsqueeze(1),
         torch.from_numpy(arrays["test_labels"].astype(np.int64)),
     )
-    return DataBundle("fashion-mnist", train, test, 10, 1, 28, (0.2860,), (0.3530,))
+    return DataBundle("fashion-mnist", train, test, 10, 1, 28, *FASHION_MNIST_STATS)
 
 
 def _image_folder(spec: str) -> DataBundle:
     path_text, _, query = spec.partition("?")
     root = Path(path_text)
-    options = _options(query.replace("&", ","))
+    options = _options(query.replace("&", ","), "imagefolder")
     train_dir = root / "train"
     if not train_dir.is_dir():
         raise FpnasError(
@@ -273,7 +318,7 @@ def _image_folder(spec: str) -> DataBundle:
     train = FolderImageSet(train_dir, resolution, classes)
     test_dir = root / "val"
     test = FolderImageSet(test_dir, resolution, classes) if test_dir.is_dir() else train
-    imagenet_mean, imagenet_std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    imagenet_mean, imagenet_std = IMAGENET_STATS
     return DataBundle(
         f"imagefolder:{root.name}",
         train,
@@ -311,6 +356,6 @@ def synthetic(
         classes,
         channels,
         resolution,
-        (0.5,) * channels,
-        (0.29,) * channels,
+        SYNTHETIC_STATS[0] * channels,
+        SYNTHETIC_STATS[1] * channels,
     )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from fpnas_dsl.archfile import arch_document
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.errors import FpnasError, RunError, clip
 from fpnas_dsl.ir import Architecture, Space
 from fpnas_dsl.runfiles import (
     SEARCH_CHECKPOINT,
@@ -75,6 +76,8 @@ class ExportReport:
     #: max |logit| of PyTorch on those inputs (the scale the differences compare to)
     output_scale: float = 0.0
     checker: str | None = None
+    #: What the file records about its input and preprocessing (see `preprocessing`)
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------
@@ -89,22 +92,69 @@ def architecture_cost(space: Space, arch: Architecture) -> tuple[int, int]:
     return int(flops), int(params)
 
 
+WEIGHTS_EXPECTED = (
+    "--weights takes a state_dict of the standalone network saved with torch.save "
+    "(model.pt or model_ema.pt of `fpnas train`)"
+)
+
+
+def describe_file(path: Path) -> str:
+    """What a file that is not a weights file is, in a few words, from its first bytes."""
+    import zipfile
+
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(8192)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror})"
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04") and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                body = archive.read(pickles[0]) if pickles else b""
+        except (zipfile.BadZipFile, OSError, KeyError):
+            return "a damaged zip archive"
+        if b"fpnas-search-checkpoint" in body:
+            return "a search checkpoint"
+        if not pickles:
+            return "a zip archive, not a PyTorch file"
+        return "a PyTorch file holding Python objects besides tensors"
+    if head[:1] == b"\x80":
+        return "a pickle file (not the zip format torch.save writes)"
+    if b"\x00" not in head:
+        try:
+            head.decode("utf-8")
+            return "a text file"
+        except UnicodeDecodeError as exc:
+            if exc.start >= len(head) - 4:  # a character cut at the 8 KiB boundary
+                return "a text file"
+    return "a binary file that is not a PyTorch file"
+
+
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """A state_dict from a .pt file: a bare one, or a checkpoint dict that holds one."""
+    if path.is_dir():
+        raise FpnasError(f"{path}: is a directory; {WEIGHTS_EXPECTED}")
     if not path.is_file():
         raise FpnasError(f"{path}: no such weights file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a damaged or foreign file
-        raise FpnasError(
-            f"{path}: not a readable PyTorch weights file ({_first_line(exc)})"
-        ) from None
+    except Exception:  # torch raises many types for a damaged or foreign file
+        what = describe_file(path)
+        if what == "a search checkpoint":
+            raise FpnasError(
+                f"{path}: a search checkpoint (the whole supernet), not the weights of one "
+                f"network; export the run directory instead: fpnas export {path.parent} ..."
+            ) from None
+        raise FpnasError(f"{path}: not a weights file ({what}); {WEIGHTS_EXPECTED}") from None
     for key in ("model_ema", "ema", "model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise FpnasError(f"{path}: holds no state_dict of tensors")
+        raise FpnasError(f"{path}: holds no state_dict of tensors; {WEIGHTS_EXPECTED}")
     return obj
 
 
@@ -146,9 +196,19 @@ def network_for(
         load_into(net, load_state_dict_file(weights), str(weights))
         return net.eval(), f"from {weights}"
     if source.kind == "search":
+        from fpnas_dsl.footprint import available_memory, human_bytes, supernet_size
         from fpnas_dsl.nn import Supernet
         from fpnas_dsl.search.checkpoint import load_supernet_weights
 
+        size = supernet_size(source.space)
+        free = available_memory()
+        # The supernet and its checkpoint's copy of the weights are held at once.
+        if free is not None and 2 * size["bytes"] > free:
+            raise FpnasError(
+                f"{source.path}: the run's supernet takes {human_bytes(size['bytes'])} (twice "
+                f"that while its weights load) and there is {human_bytes(free)} of memory "
+                "available; export on a machine with more memory"
+            )
         supernet = Supernet(source.space)
         state = load_supernet_weights(source.path)
         try:
@@ -199,17 +259,23 @@ def export(
     opset: int = DEFAULT_OPSET,
     tolerance: float = TOLERANCE,
     seed: int = 0,
+    space: str | None = None,
+    data: str | None = None,
 ) -> ExportReport:
     """Write the architecture at `source_path` as `fmt` to `out`, verified. FpnasError on
-    bad input or a failed check (nothing is left at `out` then)."""
+    bad input or a failed check (nothing is left at `out` then).
+
+    `space` reads a minimal architecture file against that space; `data` names the data
+    the network is for (default: the run's), which sets the preprocessing recorded in the
+    file (ONNX metadata_props, a `fpnas.json` entry of TorchScript, a key of JSON)."""
     if fmt not in FORMATS:
         raise FpnasError(f"unknown format {fmt!r}; allowed: {', '.join(FORMATS)}")
     if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
         raise FpnasError(f"opset {opset} not supported; allowed: {MIN_OPSET} to {MAX_OPSET}")
     out = Path(out)
-    source = open_source(source_path)
-    space, arch = source.space, source.arch
-    flops, params = architecture_cost(space, arch)
+    source = open_source(source_path, space)
+    compiled, arch = source.space, source.arch
+    flops, params = architecture_cost(compiled, arch)
     report = ExportReport(
         path=out,
         format=fmt,
@@ -222,12 +288,20 @@ def export(
         params=params,
         weights="none (architecture only)",
     )
+    report.metadata = preprocessing(source, data, flops, params)
     with atomic_path(out) as tmp:
         if fmt == "json":
-            doc = arch_document(space, arch, flops=flops, params=params, **_kept(source.extra))
+            doc = arch_document(
+                compiled,
+                arch,
+                flops=flops,
+                params=params,
+                **{**_kept(source.extra), "preprocessing": report.metadata},
+            )
             tmp.write_text(json.dumps(doc, indent=2) + "\n")
         else:
             net, report.weights = network_for(source, Path(weights) if weights else None, seed)
+            report.metadata["fpnas.weights"] = report.weights
             inputs = _random_inputs(arch, seed)
             with torch.no_grad():
                 expected = {b: net(x) for b, x in inputs.items()}
@@ -235,10 +309,10 @@ def export(
             report.output_scale = max(float(y.abs().max()) for y in expected.values())
             if fmt == "onnx":
                 report.opset = opset
-                report.checker = _write_onnx(net, inputs[max(inputs)], tmp, opset)
+                report.checker = _write_onnx(net, inputs[max(inputs)], tmp, opset, report.metadata)
                 run = _onnx_runner(tmp)
             else:
-                report.method = _write_torchscript(net, inputs[max(inputs)], tmp)
+                report.method = _write_torchscript(net, inputs[max(inputs)], tmp, report.metadata)
                 run = _torchscript_runner(tmp)
             report.max_abs_diff = _compare(run, inputs, expected, tolerance, fmt)
         report.size_bytes = tmp.stat().st_size
@@ -247,7 +321,68 @@ def export(
 
 def _kept(extra: dict[str, Any]) -> dict[str, Any]:
     """The extra fields of the source arch.json that still hold for the export."""
-    return {k: v for k, v in extra.items() if k not in ("flops", "params")}
+    return {k: v for k, v in extra.items() if k not in ("flops", "params", "preprocessing")}
+
+
+def _run_data(source: Source) -> str | None:
+    """The data source a run (or the run directory an arch.json sits in) was made with."""
+    directory = source.directory or source.path.parent
+    config = directory / "config.json"
+    if not config.is_file():
+        return None
+    try:
+        value = json.loads(config.read_text(encoding="utf-8")).get("data")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def preprocessing(source: Source, data: str | None, flops: int, params: int) -> dict[str, str]:
+    """What a user of the exported file must know to feed it: the input it takes, how
+    images become that input (the data set's mean and std), what comes out. String values
+    (ONNX metadata_props are strings); numbers and lists as JSON."""
+    from fpnas_dsl.data import data_stats
+
+    arch = source.arch
+    r, c = arch.resolution, arch.in_channels
+    spec = data or _run_data(source)
+    stats = data_stats(spec) if spec else None
+    if data is not None and stats is None:
+        raise FpnasError(
+            f"--data {data!r}: unknown data source; allowed: fashion-mnist, "
+            "imagefolder:PATH, synthetic"
+        )
+    meta = {
+        "fpnas.space": arch.space,
+        "fpnas.input": f"float32 NCHW [batch, {c}, {r}, {r}]",
+        "fpnas.resolution": str(r),
+        "fpnas.in_channels": str(c),
+        "fpnas.classes": str(arch.classes),
+        "fpnas.output": f"logits [batch, {arch.classes}] (no softmax)",
+        "fpnas.flops": str(flops),
+        "fpnas.params": str(params),
+    }
+    if stats is None:
+        meta["fpnas.data"] = "unknown"
+        meta["fpnas.preprocessing"] = (
+            "unknown: no data is recorded for this architecture (export with --data to "
+            "record the preprocessing of fashion-mnist, imagefolder:PATH or synthetic)"
+        )
+        return meta
+    name, mean, std = stats
+    repeat = f", the {len(mean)} channel(s) repeated to {c}" if len(mean) != c else ""
+    meta.update(
+        {
+            "fpnas.data": name,
+            "fpnas.mean": json.dumps(list(mean)),
+            "fpnas.std": json.dumps(list(std)),
+            "fpnas.preprocessing": (
+                f"uint8 images / 255, minus mean {list(mean)} and divided by std "
+                f"{list(std)} per channel, resized bilinearly to {r}x{r}{repeat}"
+            ),
+        }
+    )
+    return meta
 
 
 def _random_inputs(arch: Architecture, seed: int) -> dict[int, torch.Tensor]:
@@ -258,7 +393,7 @@ def _random_inputs(arch: Architecture, seed: int) -> dict[int, torch.Tensor]:
 
 def _check_finite(outputs: dict[int, torch.Tensor]) -> None:
     if not all(bool(torch.isfinite(y).all()) for y in outputs.values()):
-        raise FpnasError("the network's output is not finite on random inputs; refusing to export")
+        raise RunError("the network's output is not finite on random inputs; refusing to export")
 
 
 def _compare(
@@ -273,18 +408,20 @@ def _compare(
         got = run(x)
         want = expected[b].numpy()
         if got.shape != want.shape:
-            raise FpnasError(
+            raise RunError(
                 f"{fmt} check failed: output shape {got.shape} at batch {b}, PyTorch {want.shape}"
             )
         diffs[b] = float(np.max(np.abs(got - want)))
         if not diffs[b] <= tolerance:
-            raise FpnasError(
+            raise RunError(
                 f"{fmt} check failed: max |difference| {diffs[b]:.3g} > {tolerance:g} at batch {b}"
             )
     return diffs
 
 
-def _write_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -> str:
+def _write_onnx(
+    net: nn.Module, example: torch.Tensor, path: Path, opset: int, metadata: dict[str, str]
+) -> str:
     import onnx
 
     kwargs: dict[str, Any] = {
@@ -301,11 +438,17 @@ def _write_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int) -
         try:
             torch.onnx.export(net, (example,), str(path), **kwargs)
         except Exception as exc:  # exporter failures come in many types
-            raise FpnasError(f"ONNX export failed: {_first_line(exc)}") from None
+            raise RunError(f"ONNX export failed: {_first_line(exc)}") from None
+    model = onnx.load(str(path))
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    model.doc_string = metadata.get("fpnas.preprocessing", "")
+    onnx.save(model, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:  # onnx.checker.ValidationError and shape-inference errors
-        raise FpnasError(f"ONNX checker refused the exported model: {_first_line(exc)}") from None
+        raise RunError(f"ONNX checker refused the exported model: {_first_line(exc)}") from None
     return f"onnx {onnx.__version__} checker (full)"
 
 
@@ -320,9 +463,7 @@ def _onnx_runner(path: Path) -> Callable[[torch.Tensor], np.ndarray[Any, Any]]:
             str(path), sess_options=options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:
-        raise FpnasError(
-            f"ONNX Runtime cannot load the exported model: {_first_line(exc)}"
-        ) from None
+        raise RunError(f"ONNX Runtime cannot load the exported model: {_first_line(exc)}") from None
 
     def run(x: torch.Tensor) -> np.ndarray[Any, Any]:
         out: np.ndarray[Any, Any] = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0]
@@ -331,7 +472,9 @@ def _onnx_runner(path: Path) -> Callable[[torch.Tensor], np.ndarray[Any, Any]]:
     return run
 
 
-def _write_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> str:
+def _write_torchscript(
+    net: nn.Module, example: torch.Tensor, path: Path, metadata: dict[str, str]
+) -> str:
     """Script the network (keeps any control flow); trace it where scripting fails."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -345,9 +488,9 @@ def _write_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> str
                         net, (example,), check_trace=False
                     )
             except Exception as exc:
-                raise FpnasError(f"TorchScript export failed: {_first_line(exc)}") from None
+                raise RunError(f"TorchScript export failed: {_first_line(exc)}") from None
             method = "torch.jit.trace"
-        torch.jit.save(module, str(path))
+        torch.jit.save(module, str(path), _extra_files={"fpnas.json": json.dumps(metadata)})
     return method
 
 
@@ -359,7 +502,7 @@ def _torchscript_runner(path: Path) -> Callable[[torch.Tensor], np.ndarray[Any, 
                 str(path), map_location="cpu"
             )
         except Exception as exc:
-            raise FpnasError(f"torch.jit.load cannot load the export: {_first_line(exc)}") from None
+            raise RunError(f"torch.jit.load cannot load the export: {_first_line(exc)}") from None
     module.eval()
 
     def run(x: torch.Tensor) -> np.ndarray[Any, Any]:
@@ -370,6 +513,11 @@ def _torchscript_runner(path: Path) -> Callable[[torch.Tensor], np.ndarray[Any, 
     return run
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]
+    """The first sentence of an exception's text, without terminal escapes."""
+    text = _ANSI.sub("", str(exc)).strip() or type(exc).__name__
+    first = text.splitlines()[0]
+    return clip(first.split(". ")[0] if len(first) > 200 else first, 200)

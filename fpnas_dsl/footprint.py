@@ -15,8 +15,11 @@ report `supernet_size` before anything is allocated, so both read one descriptio
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
@@ -29,7 +32,17 @@ from fpnas_dsl.ir import (
     shapes_can_differ,
 )
 
-__all__ = ["BlockShape", "GroupShape", "block_shape", "group_name", "supernet_size"]
+__all__ = [
+    "BlockShape",
+    "GroupShape",
+    "available_memory",
+    "block_shape",
+    "disk_free",
+    "group_name",
+    "human_bytes",
+    "supernet_size",
+    "training_bytes",
+]
 
 #: Bytes of one float32 value.
 FLOAT_BYTES = 4
@@ -193,14 +206,31 @@ def supernet_size(space: Space) -> dict[str, int]:
     for conv in space.stem:
         conv_bn(cin, conv.out_channels, conv.kernel)
         cin = conv.out_channels
+    # Blocks of one row repeat the same shape: price each distinct shape once.
+    priced: dict[tuple[object, ...], tuple[int, int]] = {}
     for spec in space.blocks:
-        block = block_shape(space, spec)
-        for group in block.groups:
-            p, b = _group_size(block, group)
-            params += p
-            buffers += b
-        if block.projection:
-            conv_bn(block.in_max, block.out_max, 1)
+        key = (
+            spec.micro.name,
+            spec.stride,
+            spec.in_channels.choices,
+            shapes_can_differ(space, spec.stride, spec.in_channels, spec.var("channels")),
+            tuple((name, slot.choices) for name, slot in sorted(spec.variables.items())),
+        )
+        if key not in priced:
+            block = block_shape(space, spec)
+            p = b = 0
+            for group in block.groups:
+                gp, gb = _group_size(block, group)
+                p += gp
+                b += gb
+            if block.projection:
+                pp, pb = _bn(block.out_max)
+                p += block.in_max * block.out_max + pp
+                b += pb
+            priced[key] = (p, b)
+        p, b = priced[key]
+        params += p
+        buffers += b
     if space.blocks:
         cin = max(int(c) for c in space.blocks[-1].var("channels").choices)
     for conv in space.head:
@@ -216,3 +246,65 @@ def supernet_size(space: Space) -> dict[str, int]:
         "bytes": (params + buffers) * FLOAT_BYTES,
         "checkpoint_bytes": (2 * params + buffers) * FLOAT_BYTES,
     }
+
+
+def training_bytes(size: dict[str, int]) -> int:
+    """The least memory that training the supernet takes: weights, their gradients and
+    SGD momentum, batch-norm statistics, in float32 (activations come on top)."""
+    return (3 * size["params"] + size["buffers"]) * FLOAT_BYTES
+
+
+# --------------------------------------------------------------------------------------
+# What the machine has
+
+
+def _meminfo_available() -> int | None:
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def _cgroup_available() -> int | None:
+    """Memory left under a cgroup v2 limit (a container's), where there is one."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        current = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+    except OSError:
+        return None
+    if limit == "max" or not limit.isdigit() or not current.isdigit():
+        return None
+    return max(int(limit) - int(current), 0)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory a new allocation can have (None where the system does not say)."""
+    known = [v for v in (_meminfo_available(), _cgroup_available()) if v is not None]
+    if not known:
+        try:
+            known.append(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return min(known)
+
+
+def disk_free(path: Path) -> int | None:
+    """Free bytes on the file system that holds `path` (or would: its nearest parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+def human_bytes(n: float) -> str:
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"

@@ -476,26 +476,55 @@ def encode(space: Space, arch: Architecture) -> IndexArray:
         )
     lay = space.layout
     idx = np.full((len(lay.decisions), lay.max_variables), -1, dtype=np.int64)
+    #: (decision, slot) -> the block that set it first (its value is shared with others)
+    owner: dict[tuple[int, int], int] = {}
     for spec, block in zip(space.blocks, arch.blocks, strict=True):
         for name, slot in spec.variables.items():
             value = getattr(block, name)
             matches = [i for i, c in enumerate(slot.choices) if c == value]
             if not matches:
                 raise ArchitectureMismatch(
-                    f"block {spec.index + 1}: {name} {value!r} is not among "
+                    f"block {spec.index + 1}: {name} {_short(value)} is not among "
                     f"{list(slot.choices)} in space {space.name!r}"
                 )
             if slot.decision is None or slot.slot is None:
                 continue
             previous = idx[slot.decision, slot.slot]
             if previous not in (-1, matches[0]):
+                first = owner[(slot.decision, slot.slot)]
+                key = (slot.decision, slot.slot)
+                sharing = [
+                    b.index + 1
+                    for b in space.blocks
+                    if (b.variables[name].decision, b.variables[name].slot) == key
+                ]
                 raise ArchitectureMismatch(
-                    f"block {spec.index + 1}: {name} {value!r} differs from the value shared "
-                    f"by its row in space {space.name!r}"
+                    f"block {spec.index + 1}: {name} {_short(value)} differs from block "
+                    f"{first + 1}'s "
+                    f"{slot.choices[int(previous)]!r}; in space {space.name!r} one {name} is "
+                    f"chosen for blocks {_ranges(sharing)} together, so they must agree"
                 )
             idx[slot.decision, slot.slot] = matches[0]
+            owner.setdefault((slot.decision, slot.slot), spec.index)
     idx[idx < 0] = 0
     return idx
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters: a message never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _ranges(numbers: Sequence[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    out: list[str] = []
+    for n in sorted(numbers):
+        if out and n == int(out[-1].rpartition("-")[2]) + 1:
+            out[-1] = f"{out[-1].partition('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
 
 
 def uniform_samples(space: Space, count: int, seed: int = 0) -> IndexArray:

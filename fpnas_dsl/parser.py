@@ -72,6 +72,8 @@ def load_space(
     """Read a space from a path or by the name of a bundled space; apply the overrides
     (another input size or number of classes), then validate the result."""
     path = resources.resolve_space_path(str(name_or_path))
+    if path is None and Path(name_or_path).is_dir():
+        raise FpnasError(f"{name_or_path}: is a directory, expected a .space file")
     if path is None:
         bundled = ", ".join(resources.bundled_spaces()) or "none"
         raise FpnasError(
@@ -135,6 +137,14 @@ def _normalise(text: str) -> str:
 
 
 def _decode(data: bytes, file: str) -> str:
+    nul = data.find(b"\x00", 0, 8192)
+    if nul >= 0:
+        raise SpaceError(
+            f"a binary file, not the text of a .space file (byte 0x00 at offset {nul})",
+            file=file,
+            line=1,
+            column=1,
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

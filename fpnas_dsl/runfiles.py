@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fpnas_dsl.archfile import load_arch
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.errors import FpnasError, RunError
 from fpnas_dsl.ir import Architecture, Space
 
 SourceKind = Literal["arch", "search", "train"]
@@ -53,8 +53,11 @@ class Source:
         return self.path if self.kind != "arch" else None
 
 
-def open_source(path: Path | str) -> Source:
-    """An arch.json, a search run directory or a training directory -> `Source`."""
+def open_source(path: Path | str, space: str | None = None) -> Source:
+    """An arch.json, a search run directory or a training directory -> `Source`.
+
+    `space` (a .space path or bundled name) reads a minimal architecture file, one
+    without its compiled space, against that space (see `fpnas_dsl.archfile`)."""
     path = Path(path)
     if path.is_dir():
         arch_path = path / ARCH_FILE
@@ -72,27 +75,33 @@ def open_source(path: Path | str) -> Source:
                 f"directory ({TRAIN_MODEL} missing); pass {arch_path} to use the architecture "
                 "alone"
             )
-        space, arch, extra = load_arch(arch_path)
-        return Source(path, kind, space, arch, extra)
+        compiled, arch, extra = load_arch(arch_path, space)
+        return Source(path, kind, compiled, arch, extra)
     if not path.exists():
         raise FpnasError(f"{path}: no such file or directory")
-    space, arch, extra = load_arch(path)
-    return Source(path, "arch", space, arch, extra)
+    compiled, arch, extra = load_arch(path, space)
+    return Source(path, "arch", compiled, arch, extra)
 
 
 def read_metrics(path: Path, kind: str = "epoch") -> list[dict[str, Any]]:
     """The lines of a metrics.jsonl whose "type" is `kind` (all lines when kind is "")."""
     if not path.is_file():
         return []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise FpnasError(f"{path}: not a metrics file (not UTF-8 text)") from None
+    except OSError as exc:
+        raise FpnasError(f"{path}: cannot read ({exc.strerror})") from None
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             # A run killed mid-write leaves a partial last line; anything else is damage.
-            if number == len(path.read_text().splitlines()):
+            if number == len(lines):
                 break
             raise FpnasError(f"{path}:{number}: not a JSON line") from None
         if isinstance(row, dict) and (not kind or row.get("type") == kind):
@@ -100,33 +109,117 @@ def read_metrics(path: Path, kind: str = "epoch") -> list[dict[str, Any]]:
     return rows
 
 
+def make_parents(target: Path) -> list[Path]:
+    """Create the missing directories above `target`; return them, deepest first (to
+    remove them again when the work fails). FpnasError where that cannot be done."""
+    directory = target.parent if str(target.parent) else Path(".")
+    missing: list[Path] = []
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise FpnasError(f"{target}: {probe} is a file, not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FpnasError(
+            f"{target}: cannot create directory {directory} ({exc.strerror})"
+        ) from None
+    return missing
+
+
+def remove_dirs(dirs: list[Path]) -> None:
+    """Remove directories that `make_parents` created, where they are still empty."""
+    for directory in dirs:
+        try:
+            directory.rmdir()
+        except OSError:
+            break
+
+
 @contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """A temporary path beside `target`, renamed over it when the block succeeds.
 
-    Refuses (FpnasError) where the target's directory does not exist or is not writable,
-    before any work is done; the temporary file is removed when the block fails.
+    Missing parent directories are created (as `fpnas search --out` creates its run
+    directory), and removed again when the block fails; the temporary file is removed
+    then too, so a failed command leaves nothing behind. Refuses (FpnasError) a target
+    that is a directory, or a place that cannot be written, before any work is done.
     """
     target = Path(target)
-    directory = target.parent if str(target.parent) else Path(".")
     if target.is_dir():
         raise FpnasError(f"{target}: is a directory, expected a file name")
-    if not directory.is_dir():
-        raise FpnasError(f"{target}: directory {directory} does not exist")
+    created = make_parents(target)
+    directory = target.parent if str(target.parent) else Path(".")
     tmp = directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
     try:
         # Created like any new file (mode from the umask), unlike mkstemp's 0600.
         tmp.open("x").close()
     except OSError as exc:
+        remove_dirs(created)
         raise FpnasError(f"{target}: cannot write there ({exc.strerror})") from None
+    done = False
     try:
         yield tmp
         os.replace(tmp, target)
+        done = True
     except OSError as exc:
-        raise FpnasError(f"{target}: cannot write ({exc.strerror})") from None
+        raise RunError(f"{target}: cannot write ({exc.strerror})") from None
     finally:
         if tmp.exists():
             tmp.unlink()
+        if not done:
+            remove_dirs(created)
+
+
+class Staged:
+    """Files written under temporary names beside their targets and renamed into place
+    together when the work succeeds (`staged_files`): a command that fails half-way
+    leaves none of them, nor the directories it created for them."""
+
+    def __init__(self) -> None:
+        self.files: list[tuple[Path, Path]] = []
+        self.dirs: list[Path] = []
+
+    def path(self, target: Path) -> Path:
+        """A temporary path to write `target` at."""
+        target = Path(target)
+        if target.is_dir():
+            raise FpnasError(f"{target}: is a directory, expected a file name")
+        self.dirs = make_parents(target) + self.dirs
+        directory = target.parent if str(target.parent) else Path(".")
+        tmp = directory / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            tmp.open("x").close()
+        except OSError as exc:
+            raise FpnasError(f"{target}: cannot write there ({exc.strerror})") from None
+        self.files.append((tmp, target))
+        return tmp
+
+    def commit(self) -> None:
+        for tmp, target in self.files:
+            os.replace(tmp, target)
+        self.files, self.dirs = [], []
+
+    def discard(self) -> None:
+        for tmp, _ in self.files:
+            tmp.unlink(missing_ok=True)
+        remove_dirs(self.dirs)
+        self.files, self.dirs = [], []
+
+
+@contextmanager
+def staged_files() -> Iterator[Staged]:
+    """A `Staged` whose files are renamed into place when the block succeeds."""
+    stage = Staged()
+    try:
+        yield stage
+        stage.commit()
+    except OSError as exc:
+        raise RunError(f"cannot write {exc.filename or 'a file'} ({exc.strerror})") from None
+    finally:
+        stage.discard()
 
 
 def write_text_atomic(target: Path, text: str) -> None:

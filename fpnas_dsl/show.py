@@ -25,7 +25,14 @@ from typing import Any
 from fpnas_dsl.archfile import load_arch
 from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import ATTENTION_SPLITS, Architecture, ConcreteBlock, Space, concrete_blocks
-from fpnas_dsl.runfiles import ARCH_FILE, METRICS_FILE, atomic_path, read_metrics
+from fpnas_dsl.runfiles import (
+    ARCH_FILE,
+    METRICS_FILE,
+    Staged,
+    atomic_path,
+    read_metrics,
+    staged_files,
+)
 
 ARCH_DPI = 150
 ARCH_HEIGHT_IN = 3.8
@@ -164,7 +171,12 @@ def _kernel_colour(kernel: int, seen: dict[int, str]) -> str:
 
 
 def draw_architecture(
-    space: Space, arch: Architecture, png: Path, svg: Path | None, title: str | None = None
+    space: Space,
+    arch: Architecture,
+    png: Path,
+    svg: Path | None,
+    title: str | None = None,
+    stage: Staged | None = None,
 ) -> None:
     """Draw the Fig. B.5-style picture to `png` (and `svg`)."""
     import matplotlib
@@ -287,9 +299,9 @@ def draw_architecture(
         color="#444444",
     )
     fig.suptitle(title or _title(space, arch), fontsize=9.5, x=left, y=0.97, ha="left")
-    _save(fig, png, "png")
+    _save(fig, png, "png", stage)
     if svg is not None:
-        _save(fig, svg, "svg")
+        _save(fig, svg, "svg", stage)
 
 
 def _title(space: Space, arch: Architecture) -> str:
@@ -302,7 +314,10 @@ def _title(space: Space, arch: Architecture) -> str:
     )
 
 
-def _save(fig: Any, path: Path, fmt: str) -> None:
+def _save(fig: Any, path: Path, fmt: str, stage: Staged | None = None) -> None:
+    if stage is not None:
+        fig.savefig(stage.path(path), format=fmt, dpi=fig.dpi)
+        return
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=fig.dpi)
 
@@ -342,9 +357,27 @@ def _panel(
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=8)
     ax.grid(alpha=0.3)
-    if drawn and len(keys) > 1:
-        ax.legend(fontsize=8)
     return drawn
+
+
+def _legend(ax: Any) -> None:
+    """The panel's legend outside its plotting area, below the axis label, so that it
+    hides no line (one legend per panel, rebuilt from every labelled line)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    ax.legend(
+        handles,
+        labels,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.2),
+        ncol=min(len(handles), 3),
+        fontsize=7,
+        frameon=False,
+        handlelength=2.0,
+        columnspacing=1.2,
+        borderaxespad=0,
+    )
 
 
 def _not_recorded(ax: Any) -> None:
@@ -353,22 +386,52 @@ def _not_recorded(ax: Any) -> None:
     )
 
 
-def _iteration_x(iters: list[dict[str, Any]]) -> list[float]:
-    """Fractional epochs of iteration lines: epoch e, step s of n -> e - 1 + (s + 1) / n."""
+def _epoch_lengths(iters: list[dict[str, Any]]) -> dict[int, int]:
+    """Steps seen per epoch (step s counts s + 1)."""
     steps: dict[int, int] = {}
     for row in iters:
         e, s = int(row.get("epoch", 1)), int(row.get("step", 0))
         steps[e] = max(steps.get(e, 0), s + 1)
-    return [
-        int(r.get("epoch", 1)) - 1 + (int(r.get("step", 0)) + 1) / steps[int(r.get("epoch", 1))]
-        for r in iters
-    ]
+    return steps
+
+
+def _iteration_x(
+    iters: list[dict[str, Any]], complete: set[int] | None = None, length: int | None = None
+) -> list[float]:
+    """Fractional epochs of iteration lines: epoch e, step s of n -> e - 1 + (s + 1) / n.
+
+    n is the length of an epoch: the steps of a finished epoch (one in `complete`), or
+    `length` where none has finished; an epoch still running is drawn as the share of it
+    done, not stretched to look finished."""
+    seen = _epoch_lengths(iters)
+    finished = [n for e, n in seen.items() if complete is None or e in complete]
+    full = max(finished, default=0) or length or max(seen.values(), default=1)
+    return [int(r.get("epoch", 1)) - 1 + (int(r.get("step", 0)) + 1) / max(full, 1) for r in iters]
+
+
+def partial_epoch(
+    rows: list[dict[str, Any]], iters: list[dict[str, Any]], length: int | None = None
+) -> tuple[int, int, int | None] | None:
+    """(epoch, steps done, steps per epoch or None) of an epoch that has iterations but no
+    summary yet (a run still going, or interrupted mid-epoch); None when there is none."""
+    complete = {int(r["epoch"]) for r in rows if isinstance(r.get("epoch"), int)}
+    seen = _epoch_lengths(iters)
+    running = [e for e in seen if e not in complete]
+    if not running:
+        return None
+    e = max(running)
+    full = max((n for k, n in seen.items() if k in complete), default=0) or length
+    return e, seen[e], full
 
 
 def _overlay_iterations(
-    ax: Any, iters: list[dict[str, Any]], key: str, scale: float, label: str
+    ax: Any,
+    iters: list[dict[str, Any]],
+    key: str,
+    scale: float,
+    label: str,
+    xs: list[float],
 ) -> bool:
-    xs = _iteration_x(iters)
     pts = [
         (x, float(r[key]) * scale)
         for x, r in zip(xs, iters, strict=True)
@@ -386,7 +449,6 @@ def _overlay_iterations(
             label=label,
             zorder=1,
         )
-        ax.legend(fontsize=8)
     return bool(pts)
 
 
@@ -397,9 +459,18 @@ def plot_search(
     target_flops: float | None = None,
     warmup: float | None = None,
     iters: list[dict[str, Any]] | None = None,
+    classes: int | None = None,
+    steps_per_epoch: int | None = None,
+    stage: Staged | None = None,
 ) -> None:
     """Entropy, K, expected FLOPS and accuracy per epoch of a search run (with the
-    iteration lines, where there are any, drawn thin underneath)."""
+    iteration lines, where there are any, drawn thin underneath).
+
+    K has whole-number ticks; accuracy is drawn on 0-100 % with the chance level
+    (100 / classes) marked, so that noise at chance does not look like a trend; an epoch
+    still running is drawn as far as it got and labelled as such."""
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = _run_figure()
     (h_ax, k_ax), (f_ax, a_ax) = axes
     drawn = {
@@ -425,16 +496,28 @@ def plot_search(
             "%",
         ),
     }
+    iters = iters or []
+    complete = {int(r["epoch"]) for r in rows if isinstance(r.get("epoch"), int)}
     if iters:
+        xs = _iteration_x(iters, complete, steps_per_epoch)
         for ax, key, scale, label in (
             (h_ax, "entropy", 1.0, "per iteration"),
             (k_ax, "k", 1.0, "per iteration"),
             (f_ax, "flops_mean", 1e-6, "samples, per iteration"),
         ):
-            drawn[id(ax)] = _overlay_iterations(ax, iters, key, scale, label) or drawn[id(ax)]
+            drawn[id(ax)] = _overlay_iterations(ax, iters, key, scale, label, xs) or drawn[id(ax)]
+    k_ax.yaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=2))
     if target_flops:
         f_ax.axhline(target_flops / 1e6, color="red", linestyle=":", linewidth=1, label="target")
-        f_ax.legend(fontsize=8)
+    a_ax.set_ylim(0, 100)
+    if classes:
+        a_ax.axhline(
+            100.0 / classes,
+            color="#c44e52",
+            linestyle="-.",
+            linewidth=0.9,
+            label=f"chance (1/{classes})",
+        )
     for ax in (h_ax, k_ax, f_ax, a_ax):
         if not drawn[id(ax)]:
             _not_recorded(ax)
@@ -454,13 +537,35 @@ def plot_search(
                 zorder=0,
                 label=label if ax is h_ax else None,
             )
-    if marks or drawn[id(h_ax)]:
-        h_ax.legend(fontsize=8)
+    running = partial_epoch(rows, iters, steps_per_epoch)
+    if running is not None:
+        epoch, done, full = running
+        of = f" of {full}" if full else ""
+        for ax in (h_ax, k_ax, f_ax, a_ax):
+            ax.axvspan(epoch - 1, epoch, color="#f0e442", alpha=0.15, zorder=0, lw=0)
+        h_ax.text(
+            epoch - 0.5,
+            0.98,
+            f"epoch {epoch} running:\n{done}{of} steps",
+            transform=h_ax.get_xaxis_transform(),
+            ha="center",
+            va="top",
+            fontsize=7,
+            color="#666666",
+        )
+    # One epoch axis for the four panels: from 0 to the last epoch begun.
+    last = max([*complete, running[0] if running else 0, 1])
+    for ax in (h_ax, k_ax, f_ax, a_ax):
+        ax.set_xlim(0, last + 0.05 * last)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=2))
+        _legend(ax)
     fig.suptitle(title, fontsize=11)
-    _save(fig, png, "png")
+    _save(fig, png, "png", stage)
 
 
-def plot_training(rows: list[dict[str, Any]], png: Path, title: str) -> None:
+def plot_training(
+    rows: list[dict[str, Any]], png: Path, title: str, stage: Staged | None = None
+) -> None:
     """Loss, accuracy, learning rate and throughput per epoch of a training run."""
     fig, axes = _run_figure()
     drawn = [
@@ -493,11 +598,13 @@ def plot_training(rows: list[dict[str, Any]], png: Path, title: str) -> None:
             axes[1][1], rows, [("images_per_s", "images/s", 1.0)], "training throughput", "images/s"
         ),
     ]
+    axes[0][1].set_ylim(0, 100)
     for ax, done in zip([a for r in axes for a in r], drawn, strict=True):
         if not done:
             _not_recorded(ax)
+        _legend(ax)
     fig.suptitle(title, fontsize=11)
-    _save(fig, png, "png")
+    _save(fig, png, "png", stage)
 
 
 def _run_figure() -> tuple[Any, list[list[Any]]]:
@@ -508,7 +615,8 @@ def _run_figure() -> tuple[Any, list[list[Any]]]:
 
     fig = Figure(figsize=RUN_SIZE_IN, dpi=RUN_DPI)
     grid = fig.subplots(2, 2)
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.08, top=0.9, hspace=0.42, wspace=0.2)
+    # Room below each panel for its legend (see `_legend`).
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.14, top=0.9, hspace=0.75, wspace=0.2)
     return fig, [list(grid[0]), list(grid[1])]
 
 
@@ -516,10 +624,15 @@ def _run_figure() -> tuple[Any, list[list[Any]]]:
 # The command's work
 
 
-def show(source: Path | str, prefix: Path | str | None = None) -> ShowReport:
-    """Draw an arch.json, or a run directory's architecture and metrics."""
+def show(
+    source: Path | str, prefix: Path | str | None = None, space: str | None = None
+) -> ShowReport:
+    """Draw an arch.json, or a run directory's architecture and metrics. `space` reads a
+    minimal architecture file against that space. Every picture is written, or none."""
     source = Path(source)
     report = ShowReport()
+    if prefix is not None and Path(prefix).is_dir():
+        prefix = Path(prefix) / "arch"  # a directory: the pictures go inside it
     if source.is_dir():
         arch_path = source / ARCH_FILE
         rows = read_metrics(source / METRICS_FILE)
@@ -532,23 +645,36 @@ def show(source: Path | str, prefix: Path | str | None = None) -> ShowReport:
             raise FpnasError(f"{source}: no such file or directory")
         arch_path, rows, iters = source, [], []
         base = Path(prefix) if prefix else source.with_suffix("")
-    if arch_path.is_file():
-        space, arch, extra = load_arch(arch_path)
-        report.summary = summary_line(space, arch, extra)
-        report.table = arch_table(space, arch)
-        png, svg = _with_suffix(base, ".png"), _with_suffix(base, ".svg")
-        draw_architecture(space, arch, png, svg)
-        report.written += [png, svg]
-    if rows or iters:
-        name = source.resolve().name or str(source)
-        if iters or any("entropy" in r or "k" in r for r in rows):
-            png = _run_png(source, prefix, "search")
-            target, warmup = _search_settings(source)
-            plot_search(rows, png, f"search run {name}", target, warmup, iters)
-        else:
-            png = _run_png(source, prefix, "training")
-            plot_training(rows, png, f"training run {name}")
-        report.written.append(png)
+    loaded = load_arch(arch_path, space) if arch_path.is_file() else None
+    with staged_files() as stage:
+        if loaded is not None:
+            compiled, arch, extra = loaded
+            report.summary = summary_line(compiled, arch, extra)
+            report.table = arch_table(compiled, arch)
+            png, svg = _with_suffix(base, ".png"), _with_suffix(base, ".svg")
+            draw_architecture(compiled, arch, png, svg, stage=stage)
+            report.written += [png, svg]
+        if rows or iters:
+            name = source.resolve().name or str(source)
+            if iters or any("entropy" in r or "k" in r for r in rows):
+                png = _run_png(source, prefix, "search")
+                settings = _search_settings(source)
+                classes = loaded[1].classes if loaded is not None else settings.classes
+                plot_search(
+                    rows,
+                    png,
+                    f"search run {name}",
+                    settings.target,
+                    settings.warmup,
+                    iters,
+                    classes=classes,
+                    steps_per_epoch=settings.steps_per_epoch,
+                    stage=stage,
+                )
+            else:
+                png = _run_png(source, prefix, "training")
+                plot_training(rows, png, f"training run {name}", stage=stage)
+            report.written.append(png)
     return report
 
 
@@ -560,24 +686,47 @@ def _with_suffix(base: Path, suffix: str) -> Path:
     return base.with_name(base.name + suffix)
 
 
-def _search_settings(run_dir: Path) -> tuple[float | None, float | None]:
-    """The FLOPS target and warm-up epochs of a search run, where its config records them."""
+@dataclass
+class _Settings:
+    target: float | None = None
+    warmup: float | None = None
+    classes: int | None = None
+    steps_per_epoch: int | None = None
+
+
+def _search_settings(run_dir: Path) -> _Settings:
+    """The FLOPS target, warm-up epochs, classes and steps per epoch of a search run,
+    where its config.json (and space.json) record them."""
+    out = _Settings()
     for name in ("config.json", "run.json"):
         path = run_dir / name
         if not path.is_file():
             continue
         try:
             doc = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             continue
         flat = _flatten(doc)
-        target = next((v for k, v in flat.items() if k.endswith("target_flops")), None)
-        warmup = next((v for k, v in flat.items() if k.endswith("warmup_epochs")), None)
-        return (
-            float(target) if isinstance(target, int | float) else None,
-            float(warmup) if isinstance(warmup, int | float) else None,
-        )
-    return None, None
+
+        def number(suffix: str, flat: dict[str, Any] = flat) -> float | None:
+            value = next((v for k, v in flat.items() if k.endswith(suffix)), None)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                return None
+            return float(value)
+
+        out.target, out.warmup = number("target_flops"), number("warmup_epochs")
+        classes, steps = number("classes"), number("steps_per_epoch")
+        out.classes = int(classes) if classes and classes >= 1 else None
+        out.steps_per_epoch = int(steps) if steps and steps >= 1 else None
+        break
+    if out.classes is None and (run_dir / "space.json").is_file():
+        try:
+            classes = json.loads((run_dir / "space.json").read_text()).get("classes")
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            classes = None
+        if isinstance(classes, int) and classes >= 1:
+            out.classes = classes
+    return out
 
 
 def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:

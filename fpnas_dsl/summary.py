@@ -3,8 +3,10 @@
 `summarize(space)` returns a JSON-ready dict (`--json` prints it); `render(summary)` draws
 it as text. The keys `name, resolution, blocks, decisions, architectures (exact, a string),
 log10_architectures, uniform_entropy_nats, initial_k, alpha_params_factorized,
-alpha_params_joint` are the stable interface; `rows` (the table, row by row), `layout`
-(the decisions), `variables` (per variable) and `cost` add detail.
+alpha_params_joint` are the stable interface (`architectures_sci`, the count in scientific
+notation, sits beside the exact value, which can have thousands of digits); `rows` (the
+table, row by row), `layout` (the decisions), `variables` (per variable) and `cost` add
+detail.
 
 FLOPS/params hook: when `fpnas_dsl.cost` is importable and has
 `cost_range(space) -> {flops_min, flops_median, flops_max, params_min, params_median,
@@ -16,12 +18,13 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
+import sys
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
 from fpnas_dsl import ir
-from fpnas_dsl.footprint import supernet_size
+from fpnas_dsl.footprint import human_bytes, supernet_size
 from fpnas_dsl.ir import Space
 from fpnas_dsl.validate import feature_sizes, fmt_choices, fmt_value
 
@@ -109,7 +112,8 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
         "skip_mismatch": space.skip_mismatch,
         "blocks": len(space.blocks),
         "decisions": len(layout.decisions),
-        "architectures": str(count),
+        "architectures": exact(count),
+        "architectures_sci": sci(count),
         "log10_architectures": math.log10(count) if count > 0 else None,
         "uniform_entropy_nats": entropy,
         "initial_k": initial_k(entropy),
@@ -139,12 +143,33 @@ def _used_micros(space: Space) -> list[ir.Micro]:
 # Text
 
 
-def _sci(count: int) -> str:
-    if count < 10**6:
-        return f"{count:,}"
-    exponent = len(str(count)) - 1
-    mantissa = count / 10**exponent
+def exact(count: int) -> str:
+    """All the digits of `count`, however many (Python refuses more than 4300 by default)."""
+    limit = getattr(sys, "get_int_max_str_digits", lambda: 0)()
+    if not limit or count.bit_length() < 3.3 * limit:
+        return str(count)
+    sys.set_int_max_str_digits(0)
+    try:
+        return str(count)
+    finally:
+        sys.set_int_max_str_digits(limit)
+
+
+def sci(count: int) -> str:
+    """`count` in scientific notation (`1.23e4761`), without converting it to a string."""
+    if count.bit_length() < 1000:
+        return f"{count:.2e}".replace("e+", "e")
+    log = math.log10(count)
+    exponent = math.floor(log)
+    mantissa = 10 ** (log - exponent)
+    if round(mantissa, 2) >= 10:
+        mantissa, exponent = mantissa / 10, exponent + 1
     return f"{mantissa:.2f}e{exponent}"
+
+
+def count_text(count: int, digits: int = 40) -> str:
+    """The exact count where it is short, else scientific notation only."""
+    return f"{count:,}" if count < 10**digits else sci(count)
 
 
 def _choices(values: list[Any]) -> str:
@@ -176,10 +201,7 @@ def _human(n: float) -> str:
 
 
 def _bytes(n: float) -> str:
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f} B"
+    return human_bytes(n)
 
 
 def render(summary: dict[str, Any], space: Space) -> str:
@@ -268,10 +290,18 @@ def render(summary: dict[str, Any], space: Space) -> str:
         lines.append(
             f"  {name:<10} {info['decisions']:>3} decisions  {info['choices_total']:>4} choices"
         )
-    count = int(s["architectures"])
+    digits = len(s["architectures"])
+    if digits <= 40:
+        count = int(s["architectures"])
+        shown = f"{count}  ({count_text(count, 6)}, 10^{s['log10_architectures']:.2f})"
+    else:
+        shown = (
+            f"{s['architectures_sci']}  (10^{s['log10_architectures']:.2f}, {digits:,} digits; "
+            "the exact value is in --json)"
+        )
     lines += [
         "",
-        f"architectures        {count}  ({_sci(count)}, 10^{s['log10_architectures']:.2f})",
+        f"architectures        {shown}",
         f"uniform entropy      {s['uniform_entropy_nats']:.4f} nats",
         f"initial K            {s['initial_k']}  (lambda 1/4)",
         f"alpha parameters     {s['alpha_params_factorized']:,} factorized (FD), "

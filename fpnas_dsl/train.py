@@ -44,6 +44,7 @@ and the random state of each epoch are functions of (seed, epoch).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -69,7 +70,7 @@ from fpnas_dsl.data import (
     load_data,
 )
 from fpnas_dsl.data import steps_per_epoch as count_steps
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.errors import FpnasError, Interrupted, RunError
 from fpnas_dsl.ir import Architecture, Space
 from fpnas_dsl.runfiles import (
     ARCH_FILE,
@@ -361,17 +362,18 @@ def resolve_architecture(
     resolution: int | None = None,
     in_channels: int | None = None,
     classes: int | None = None,
+    space_arg: str | None = None,
 ) -> tuple[Space, Architecture]:
-    """An arch.json, or a fixed space (a bundled name or .space path with exactly one
-    architecture) instantiated for the data (resolution, channels, classes) unless the
-    overrides say otherwise."""
+    """An arch.json (read against `space_arg` where given), or a fixed space (a bundled
+    name or .space path with exactly one architecture) instantiated for the data
+    (resolution, channels, classes) unless the overrides say otherwise."""
     path = Path(arch_arg)
-    if path.suffix == ".json" or path.is_dir():
+    if path.suffix == ".json" or path.is_dir() or space_arg is not None:
         if path.is_dir():
             path = path / ARCH_FILE
-        space, arch, _ = load_arch(path)
+        space, arch, _ = load_arch(path, space_arg)
         if resolution or in_channels or classes:
-            space = space.with_input(resolution, in_channels, classes)
+            space = _reshaped(space, resolution, in_channels, classes)
             arch = arch.model_copy(
                 update={
                     "resolution": space.resolution,
@@ -390,13 +392,40 @@ def resolve_architecture(
     space = load_space(arch_arg, resolution, in_channels, classes)
     count = ir.count_architectures(space)
     if count != 1:
+        from fpnas_dsl.summary import count_text
+
         raise FpnasError(
-            f"{arch_arg}: space {space.name!r} has {count:,} architectures; train takes one "
+            f"{arch_arg}: space {space.name!r} has {count_text(count)} architectures; train "
+            "takes one "
             "(an arch.json from `fpnas search`, or a space whose choices are all fixed)"
         )
     lay = space.layout
     zeros = [[0] * lay.max_variables for _ in lay.decisions]
     return space, ir.decode(space, zeros)
+
+
+def _reshaped(
+    space: Space, resolution: int | None, in_channels: int | None, classes: int | None
+) -> Space:
+    """The space of an arch.json for another input, validated as `fpnas compile` would."""
+    from fpnas_dsl.errors import SpaceError
+    from fpnas_dsl.validate import MAX_NUMBER, validate_space
+
+    for flag, value in (
+        ("--resolution", resolution),
+        ("--in-channels", in_channels),
+        ("--classes", classes),
+    ):
+        if value is not None and not 1 <= value <= MAX_NUMBER:
+            raise FpnasError(f"{flag} must be a whole number from 1 to {MAX_NUMBER}, got {value}")
+    reshaped = space.with_input(resolution, in_channels, classes)
+    try:
+        return validate_space(reshaped)
+    except SpaceError as err:
+        raise FpnasError(
+            f"the architecture cannot take that input: {err.message}"
+            + (f" ({err.hint})" if err.hint else "")
+        ) from None
 
 
 def check_fits(arch: Architecture, data: DataBundle) -> None:
@@ -415,13 +444,9 @@ def check_fits(arch: Architecture, data: DataBundle) -> None:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise FpnasError(f"unknown device {name!r}; allowed: auto, cpu, cuda, cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise FpnasError("--device cuda: no CUDA device is available")
-    return device
+    from fpnas_dsl.search.loop import resolve_device
+
+    return resolve_device(name)
 
 
 # --------------------------------------------------------------------------------------
@@ -481,14 +506,78 @@ def train(
     in_channels: int | None = None,
     classes: int | None = None,
     log: Log = print,
+    given: dict[str, Any] | None = None,
+    space_arg: str | None = None,
 ) -> TrainResult:
-    """Train from scratch into `out` (or continue the run in `out` when `resume`)."""
+    """Train from scratch into `out` (or continue the run in `out` when `resume`).
+
+    `given`: the settings the user gave explicitly (flag -> value); on resume those that
+    differ from the run's own are refused by name, except epochs, threads and progress.
+    A run that fails before its first epoch is saved removes what it created."""
+    out = Path(out)
+    created = not out.exists()
+    before = set(out.iterdir()) if out.is_dir() else set()
+    try:
+        return _train(
+            arch_arg,
+            out,
+            cfg,
+            resume,
+            epochs,
+            resolution,
+            in_channels,
+            classes,
+            log,
+            given,
+            space_arg,
+        )
+    except BaseException as exc:
+        saved = (out / TRAIN_STATE).exists()
+        if not resume and not saved and out.is_dir():
+            _discard(out, before, created)
+        if isinstance(exc, KeyboardInterrupt):
+            if saved:
+                raise Interrupted(
+                    f"interrupted; the last finished epoch is saved in {out}: resume with "
+                    f"fpnas train --resume {out}"
+                ) from None
+            raise Interrupted(
+                "interrupted before the first epoch ended; nothing was kept"
+            ) from None
+        raise
+
+
+def _discard(out: Path, before: set[Path], created: bool) -> None:
+    import shutil
+
+    for entry in set(out.iterdir()) - before:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if created:
+        with contextlib.suppress(OSError):
+            out.rmdir()
+
+
+def _train(
+    arch_arg: str | None,
+    out: Path,
+    cfg: TrainConfig,
+    resume: bool,
+    epochs: int | None,
+    resolution: int | None,
+    in_channels: int | None,
+    classes: int | None,
+    log: Log,
+    given: dict[str, Any] | None,
+    space_arg: str | None,
+) -> TrainResult:
     from fpnas_dsl.export import architecture_cost, build_standalone
 
-    out = Path(out)
     state: dict[str, Any] | None = None
     if resume:
-        cfg, space, arch, state = _open_resume(out, epochs, cfg)
+        cfg, space, arch, state = _open_resume(out, epochs, cfg, given or {})
     else:
         if epochs is not None:
             cfg.epochs = epochs
@@ -500,6 +589,8 @@ def train(
                 f"{out}: holds a training run already; continue it with --resume "
                 f"{out}, or choose another --out"
             )
+        if out.exists() and not out.is_dir():
+            raise FpnasError(f"--out {out}: is a file, expected a directory")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
@@ -510,7 +601,9 @@ def train(
         data.train = Subset(data.train, keep)
     if not resume:
         assert arch_arg is not None
-        space, arch = resolve_architecture(arch_arg, data, resolution, in_channels, classes)
+        space, arch = resolve_architecture(
+            arch_arg, data, resolution, in_channels, classes, space_arg
+        )
     check_fits(arch, data)
     steps = count_steps(data.train, cfg.batch_size)
     if steps < 1:
@@ -599,7 +692,7 @@ def train(
                 )
         bar.close()
         if not math.isfinite(loss_sum):
-            raise FpnasError(
+            raise RunError(
                 f"training diverged in epoch {epoch + 1} (loss is not finite); "
                 "try a lower --lr or more --warmup-epochs"
             )
@@ -719,10 +812,16 @@ def _line_epoch(line: str) -> int:
         return 1 << 30  # a partial line: dropped
 
 
+#: Settings that `fpnas train --resume` takes with a new value.
+RESUMABLE = ("epochs", "threads", "progress", "device", "data_dir")
+
+
 def _open_resume(
-    out: Path, epochs: int | None, overrides: TrainConfig
+    out: Path, epochs: int | None, overrides: TrainConfig, given: dict[str, Any]
 ) -> tuple[TrainConfig, Space, Architecture, dict[str, Any]]:
     path = out / TRAIN_STATE
+    if not out.is_dir():
+        raise FpnasError(f"{out}: nothing to resume (no such directory)")
     if not path.is_file():
         raise FpnasError(f"{out}: nothing to resume (no {TRAIN_STATE})")
     try:
@@ -734,10 +833,28 @@ def _open_resume(
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise FpnasError(f"{path}: not an fpnas training state (expected {STATE_FORMAT})")
     cfg = TrainConfig.from_dict(state["config"])
+    refused = []
+    for key, value in given.items():
+        if key in RESUMABLE or not hasattr(cfg, key):
+            continue
+        if getattr(cfg, key) != value:
+            flag = "--" + key.replace("_", "-")
+            refused.append(f"{flag} {value!r} (the run's: {getattr(cfg, key)!r})")
+    if refused:
+        raise FpnasError(
+            f"--resume {out} continues with the run's settings; these cannot change: "
+            f"{', '.join(refused)}. Only --epochs (a new total), --device, --threads, "
+            "--data-dir and --progress can; train again into another --out for others"
+        )
     if epochs is not None:
+        done = int(state.get("epoch", 0))
+        if epochs < done:
+            raise FpnasError(f"--epochs {epochs}: the run has trained {done} epochs already")
         cfg.epochs = epochs  # continue to a new total
     cfg.progress = overrides.progress
     cfg.threads = overrides.threads or cfg.threads
+    cfg.device = given.get("device", cfg.device)
+    cfg.data_dir = given.get("data_dir", cfg.data_dir)
     cfg.check()
     space, arch, _ = load_arch(out / ARCH_FILE)
     return cfg, space, arch, state

@@ -7,11 +7,12 @@ import pytest
 from fpnas_dsl.cli import main
 
 
-def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
-    """Run the CLI expecting a user error: exit 2, one line on stderr, no traceback."""
-    code = main(argv)
+def one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 2) -> str:
+    """Run the CLI expecting a user error: exit 2 (or `code`: 1 for a failure at run
+    time), one line on stderr, no traceback."""
+    got = main(argv)
     captured = capsys.readouterr()
-    assert code == 2
+    assert got == code, captured.err
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
     return lines[0]

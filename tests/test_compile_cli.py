@@ -125,8 +125,21 @@ def test_missing_space_and_bad_override(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_unwritable_ir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["compile", "mobilenet_v2", "--ir", str(tmp_path / "no" / "dir.json")]) == 2
-    assert "cannot write the IR" in capsys.readouterr().err
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert cli.main(["compile", "mobilenet_v2", "--ir", str(blocker / "dir.json")]) == 2
+    assert "is a file, not a directory" in capsys.readouterr().err
+    assert cli.main(["compile", "mobilenet_v2", "--ir", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == [blocker]
+
+
+def test_ir_creates_missing_directories(tmp_path: Path) -> None:
+    """Issue 11, item 12: every output path creates its missing parent directories, as
+    `fpnas search --out` does."""
+    target = tmp_path / "no" / "such" / "dir.json"
+    assert cli.main(["compile", "mobilenet_v2", "--ir", str(target)]) == 0
+    assert json.loads(target.read_text())["name"] == "mobilenet_v2"
 
 
 # ---- in a fresh process ---------------------------------------------------------------

@@ -281,20 +281,12 @@ def test_unwritable_output(
     blocker.write_text("")
     line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o", str(blocker / "net.onnx")])
     assert "net.onnx" in line
-    line = _err(
-        capsys,
-        [
-            "export",
-            str(good_arch),
-            "-f",
-            "onnx",
-            "-o",
-            str(tmp_path / "no" / "such" / "dir" / "net.onnx"),
-        ],
-    )
-    assert "does not exist" in line
     line = _err(capsys, ["export", str(good_arch), "-f", "json", "-o", str(tmp_path)])
     assert "directory" in line
+    # Issue 11, item 12: missing directories are created, as `fpnas search --out` does.
+    deep = tmp_path / "no" / "such" / "dir" / "net.json"
+    assert main(["export", str(good_arch), "-f", "json", "-o", str(deep)]) == 0
+    assert json.loads(deep.read_text())["blocks"]
 
 
 def test_weights_of_another_architecture(
@@ -344,7 +336,8 @@ def test_failed_check_leaves_the_old_file(
     monkeypatch.setattr(ex, "_onnx_runner", off_by_a_little)
     out = tmp_path / "net.onnx"
     out.write_text("previous export")
-    line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o", str(out)])
+    # A failure at run time (the input was fine): exit 1.
+    line = _err(capsys, ["export", str(good_arch), "-f", "onnx", "-o", str(out)], code=1)
     assert "check failed" in line and "batch 1" in line
     assert out.read_text() == "previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]

@@ -182,7 +182,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path: Path, how: str) 
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2 and "resume with: fpnas search --resume" in err
+        assert proc.returncode == 130 and "resume with: fpnas search --resume" in err
         assert load_checkpoint(run)["step"] > 0  # saved mid-epoch
     resumed = cli("search", "--resume", str(run), "--no-progress", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr

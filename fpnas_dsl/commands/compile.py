@@ -4,7 +4,7 @@
 
 SPACE is a path or the name of a bundled space (`fpnas compile fbnetv2_f`). The summary is
 text by default, one JSON object with `--json`; `--ir FILE` also writes the compiled IR as
-JSON (`-` for standard output, instead of the summary).
+JSON (`-` for standard output, instead of the summary), creating missing directories.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.runfiles import write_text_atomic
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
@@ -47,16 +47,14 @@ def run(args: argparse.Namespace) -> int:
         in_channels=args.in_channels,
         classes=args.classes,
     )
-    if args.ir:
-        ir_json = space.model_dump_json(indent=2)
-        if args.ir == "-":
-            sys.stdout.write(ir_json + "\n")
-            return 0
-        try:
-            Path(args.ir).write_text(ir_json + "\n", encoding="utf-8")
-        except OSError as err:
-            raise FpnasError(f"cannot write the IR to {args.ir}: {err.strerror or err}") from None
+    if args.ir == "-":
+        sys.stdout.write(space.model_dump_json(indent=2) + "\n")
+        return 0
     summary = summarize(space)
+    if args.ir:
+        # Missing directories are created, as `fpnas search --out` creates its run
+        # directory; the file appears whole or not at all.
+        write_text_atomic(Path(args.ir), space.model_dump_json(indent=2) + "\n")
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from fpnas_dsl.errors import FpnasError
-
-INPUT_FIELDS = ("resolution", "in_channels", "classes")
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
@@ -44,30 +41,22 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
 def read_architecture(path: str) -> dict[str, Any]:
     """The JSON object of an architecture file; FpnasError if it is not one."""
-    try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FpnasError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise FpnasError(f"{path}: is a directory, not an architecture file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise FpnasError(f"{path}: cannot read: {err}") from None
-    except json.JSONDecodeError as err:
-        raise FpnasError(f"{path}:{err.lineno}:{err.colno}: not valid JSON: {err.msg}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("blocks"), list):
-        raise FpnasError(f"{path}: not an architecture (needs a 'blocks' list)")
-    return doc
+    from fpnas_dsl.archfile import read_arch_doc
+
+    return read_arch_doc(path)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
+    from fpnas_dsl.archfile import arch_from_blocks, input_fields
     from fpnas_dsl.cost import arch_cost
-    from fpnas_dsl.ir import Architecture, ArchitectureMismatch
     from fpnas_dsl.parser import load_space
 
     doc = read_architecture(args.arch)
-    recorded = {k: doc[k] for k in INPUT_FIELDS if isinstance(doc.get(k), int)}
+    # --resolution replaces what the file records: only the file's other fields count.
+    fields = {
+        k: v for k, v in doc.items() if not (k == "resolution" and args.resolution is not None)
+    }
+    recorded: dict[str, int] = dict(input_fields(fields, args.arch))
     if args.resolution is not None:
         recorded["resolution"] = args.resolution
     space = load_space(args.space, **recorded)
@@ -76,22 +65,8 @@ def run(args: argparse.Namespace) -> int:
         raise FpnasError(
             f"{args.arch}: architecture of space {name!r}, not of {space.name!r} ({args.space})"
         )
-    fields = {
-        "space": space.name,
-        "resolution": space.resolution,
-        "in_channels": space.in_channels,
-        "classes": space.classes,
-        "blocks": doc["blocks"],
-    }
-    try:
-        arch = Architecture.model_validate(fields)
-        flops, params = arch_cost(space, arch, count_pool=args.count_pool)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise FpnasError(f"{args.arch}: invalid architecture at {where}: {first['msg']}") from None
-    except ArchitectureMismatch as err:
-        raise FpnasError(f"{args.arch}: {err}") from None
+    arch = arch_from_blocks(space, doc["blocks"], args.arch)
+    flops, params = arch_cost(space, arch, count_pool=args.count_pool)
     if args.json:
         out = {
             "space": space.name,

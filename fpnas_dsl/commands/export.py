@@ -41,6 +41,18 @@ def register(sub: Any, name: str, help_text: str) -> None:
         help="max |exported - PyTorch| accepted by the check (default 1e-4)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh init and test inputs")
+    p.add_argument(
+        "--space",
+        metavar="SPACE",
+        help="read a minimal ARCH.json (blocks without the compiled 'ir') against this "
+        ".space file or bundled space",
+    )
+    p.add_argument(
+        "--data",
+        metavar="SPEC",
+        help="the data the network is for (fashion-mnist, imagefolder:PATH, synthetic): its "
+        "preprocessing (mean, std) is recorded in the file; default: the run's",
+    )
     p.set_defaults(func=run)
 
 
@@ -55,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         tolerance=args.tolerance,
         seed=args.seed,
+        space=args.space,
+        data=args.data,
     )
     what = {
         "onnx": f"ONNX, opset {report.opset}, dynamic batch axis",
@@ -70,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         f"  FLOPS {report.flops / 1e6:,.2f} M (multiply-accumulates), "
         f"params {report.params / 1e6:,.3f} M ({report.params:,})"
     )
+    print(f"  input: {report.metadata['fpnas.input']}; {report.metadata['fpnas.preprocessing']}")
     if report.format != "json":
         print(f"  weights: {report.weights}")
         checked = "ONNX Runtime" if report.format == "onnx" else "torch.jit.load"

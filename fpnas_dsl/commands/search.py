@@ -16,7 +16,11 @@ FLAGS: dict[str, tuple[Any, str]] = {
     "--resolution": (int, "input resolution (default: the data's)"),
     "--in-channels": (int, "input channels (default: the data's)"),
     "--classes": (int, "number of classes (default: the data's)"),
-    "--epochs": (int, "search epochs (default 8)"),
+    "--epochs": (
+        int,
+        "search epochs (default 8); with --resume a new total: a finished search goes on, "
+        "the cosine schedule rebuilt for the new total from the step reached",
+    ),
     "--warmup-epochs": (int, "epochs before alpha is updated (default: epochs x 45/315)"),
     "--steps-per-epoch": (int, "cap on iterations per epoch (default: the whole half)"),
     "--batch-size": (int, "images per batch (default 64)"),
@@ -66,41 +70,54 @@ def register(
     for flag, (kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
     p.add_argument("--config", type=Path, help="TOML or YAML file of these settings")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run")
+    p.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="continue a run with its settings; only --epochs, --device, --threads and "
+        "--data-dir may change (other settings that differ are refused)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def settings_from(args: argparse.Namespace) -> dict[str, Any]:
     """Config file first, then every flag given on the command line."""
+    return given_settings(args)[0]
+
+
+def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings given (config file, then flags over it) and where each came from."""
     from fpnas_dsl.search.config import read_config_file
 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
+    origins = dict.fromkeys(values, str(args.config))
     names = ["space", "target_flops", "sampling", "distribution", "warmup_training"]
     names += [flag[2:].replace("-", "_") for flag in FLAGS]
     for key in names:
         value = getattr(args, key)
         if value is not None:
             values[key] = value
-    return values
+            origins[key] = "command line"
+    return values, origins
 
 
 def run(args: argparse.Namespace) -> int:
     from fpnas_dsl.search.config import make_config
     from fpnas_dsl.search.run import prepare_search, resume_config
 
+    values, origins = given_settings(args)
     if args.resume is not None:
-        config = resume_config(args.resume)
+        config = resume_config(args.resume, values, origins)
         search = prepare_search(config, resume=args.resume)
     else:
-        values = settings_from(args)
         if "space" not in values:
             raise FpnasError("missing SPACE (a .space file or a bundled space name)")
         if "target_flops" not in values:
             raise FpnasError("missing --target-flops (the FLOPS the architecture may use)")
-        config = make_config(values)
+        config = make_config(values, origins=origins)
         search = prepare_search(config)
-    print(f"fpnas search: run directory {search.run_dir}")
+    print(f"fpnas search: run directory {search.run_dir}", flush=True)
     result = search.run(progress=not args.no_progress)
     print(json.dumps({"run_dir": str(search.run_dir), **result}, indent=2))
     return 0

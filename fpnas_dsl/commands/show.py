@@ -26,13 +26,19 @@ def register(sub: Any, name: str, help_text: str) -> None:
         help="write PREFIX.png, PREFIX.svg (and PREFIX-search.png or PREFIX-training.png); "
         "default: beside ARCH.json, or RUN_DIR/arch.png, RUN_DIR/search.png",
     )
+    p.add_argument(
+        "--space",
+        metavar="SPACE",
+        help="read a minimal ARCH.json (blocks without the compiled 'ir') against this "
+        ".space file or bundled space",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from fpnas_dsl.show import show
 
-    report = show(args.source, args.output)
+    report = show(args.source, args.output, space=args.space)
     if report.summary:
         print(report.summary)
     if report.table:

@@ -32,13 +32,20 @@ def register(sub: Any, name: str, help_text: str) -> None:
     )
     p.add_argument("arch", nargs="?", metavar="ARCH", help="arch.json, run dir, or fixed space")
     p.add_argument(
+        "--space",
+        metavar="SPACE",
+        help="read a minimal ARCH.json (blocks without the compiled 'ir') against this "
+        ".space file or bundled space",
+    )
+    p.add_argument(
         "--out", "-o", metavar="DIR", help="training directory (required unless --resume)"
     )
     p.add_argument(
         "--resume",
         metavar="DIR",
         help="continue the training run in DIR with its settings (config.json); "
-        "only --epochs (a new total), --threads and --progress apply",
+        "only --epochs (a new total), --device, --threads, --data-dir and --progress may "
+        "change (other settings that differ from the run's are refused)",
     )
     g = p.add_argument_group("data")
     g.add_argument(
@@ -145,6 +152,16 @@ def register(sub: Any, name: str, help_text: str) -> None:
     )
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
+    for action in p._actions:  # the first action of a dest sets its default, as in argparse
+        if action.dest != "help":
+            DEFAULTS.setdefault(action.dest, action.default)
+
+
+#: dest -> default of every option, to tell the settings a user gave from the defaults.
+DEFAULTS: dict[str, Any] = {}
+
+#: Options that are not TrainConfig settings.
+NOT_SETTINGS = {"arch", "out", "resume", "epochs", "resolution", "in_channels", "classes"}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,8 +171,18 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         if args.out and Path(args.out) != Path(args.resume):
             raise FpnasError("--resume DIR continues in DIR; leave out --out (or give the same)")
-        if args.arch:
+        if args.arch or args.space:
             raise FpnasError("--resume DIR takes the architecture from DIR; leave out ARCH")
+        given_shape = [
+            "--" + key.replace("_", "-")
+            for key in ("resolution", "in_channels", "classes")
+            if getattr(args, key) is not None
+        ]
+        if given_shape:
+            raise FpnasError(
+                f"--resume DIR trains the run's architecture as it is; leave out "
+                f"{', '.join(given_shape)}"
+            )
         out = Path(args.resume)
     else:
         if not args.arch:
@@ -191,10 +218,17 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         progress=args.progress,
     )
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if key in DEFAULTS and key not in NOT_SETTINGS and value != DEFAULTS[key]
+    }
     result = train(
         args.arch,
         out,
         cfg,
+        given=given,
+        space_arg=args.space,
         resume=bool(args.resume),
         epochs=args.epochs,
         resolution=args.resolution,

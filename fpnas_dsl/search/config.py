@@ -4,6 +4,7 @@ directory and is what `--resume` reads back."""
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -12,7 +13,8 @@ import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.errors import FpnasError, clip
+from fpnas_dsl.runfiles import write_json_atomic
 
 #: Paper (Section 5.1): 315 epochs, 45 of them warm-up; SGD lr 0.8 for batch 2048.
 PAPER_EPOCHS = 315
@@ -97,40 +99,81 @@ class SearchConfig(BaseModel):
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
-    """A TOML or YAML file of SearchConfig fields (dashes or underscores)."""
+    """A TOML or YAML file of SearchConfig fields (dashes or underscores); an unknown key
+    or a file that is not a table of settings is an FpnasError naming the file."""
+    kind = "TOML" if path.suffix == ".toml" else "YAML"
+    if path.is_dir():
+        raise FpnasError(f"{path}: is a directory, expected a {kind} file of search settings")
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FpnasError(f"{path}: no such config file") from None
+    except UnicodeDecodeError:
+        raise FpnasError(f"{path}: not a text file (expected {kind} search settings)") from None
     except OSError as exc:
         raise FpnasError(f"{path}: cannot read config ({exc.strerror})") from None
+    if "\x00" in text:
+        raise FpnasError(f"{path}: a binary file, not {kind} search settings")
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise FpnasError(
-            f"{path}: not valid {'TOML' if path.suffix == '.toml' else 'YAML'}: {exc}"
-        ) from None
-    if data is None:
-        return {}
+        raise FpnasError(f"{path}: not valid {kind}: {clip(str(exc))}") from None
+    if data is None or data == {}:
+        raise FpnasError(f"{path}: holds no settings (an empty {kind} file)")
     if not isinstance(data, dict):
         raise FpnasError(f"{path}: expected a table of settings at the top level")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    fields = list(SearchConfig.model_fields)
+    for key in values:
+        if key not in SearchConfig.model_fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise FpnasError(
+                f"{path}: unknown setting {key!r}{hint}; the settings are the flags of "
+                f"`fpnas search` without the dashes: {', '.join(fields)}"
+            )
+    return values
 
 
-def make_config(values: dict[str, Any], source: str = "command line") -> SearchConfig:
+def origin_name(key: str, origins: dict[str, str] | None) -> str:
+    """Where a setting was given: `--target-flops`, or `beta (in search.yaml)`."""
+    where = (origins or {}).get(key)
+    if where is None or where == "command line":
+        return "--" + key.replace("_", "-")
+    return f"{key} (in {where})"
+
+
+def make_config(
+    values: dict[str, Any], source: str | None = None, origins: dict[str, str] | None = None
+) -> SearchConfig:
+    """Validate settings; an invalid one is an FpnasError naming where it was given
+    (`origins`: key -> a file name or "command line"; `source`: for every key)."""
+    # One source for every key: named once, in the head of the message.
+    single = source is not None and origins is None
     try:
         return SearchConfig.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}" for e in exc.errors()
-        )
-        raise FpnasError(f"invalid search settings ({source}): {problems}") from None
+        problems = []
+        for e in exc.errors():
+            key = str(e["loc"][0]) if e["loc"] else ""
+            msg = e["msg"].removeprefix("Value error, ")
+            name = key if single else origin_name(key, origins)
+            problems.append(f"{name}: {msg}" if key else msg)
+        where = f" in {source}" if source and source != "command line" else ""
+        raise FpnasError(f"invalid search settings{where}: {'; '.join(problems)}") from None
 
 
 def save_config(config: SearchConfig, path: Path) -> None:
-    path.write_text(json.dumps(config.model_dump(), indent=2) + "\n")
+    write_json_atomic(path, config.model_dump())
 
 
 def load_saved_config(path: Path) -> SearchConfig:
     try:
-        return make_config(json.loads(path.read_text()), str(path))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FpnasError(f"{path}: cannot read the run's configuration ({exc})") from None
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise FpnasError(
+            f"{path}: cannot read the run's configuration ({clip(str(exc))})"
+        ) from None
+    if not isinstance(doc, dict):
+        raise FpnasError(f"{path}: not a search configuration (expected a JSON object)")
+    return make_config(doc, str(path))

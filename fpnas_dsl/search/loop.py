@@ -19,7 +19,7 @@ import json
 import math
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -40,11 +40,17 @@ from fpnas_dsl.data import (
     steps_per_epoch,
 )
 from fpnas_dsl.distribution import Distribution, Mode
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.errors import FpnasError, Interrupted, RunError
 from fpnas_dsl.ir import Space, decode
 from fpnas_dsl.nn import Supernet
+from fpnas_dsl.runfiles import write_json_atomic
 from fpnas_dsl.search import probe
-from fpnas_dsl.search.checkpoint import load_checkpoint, save_checkpoint, space_digest
+from fpnas_dsl.search.checkpoint import (
+    CHECKPOINT,
+    load_checkpoint,
+    save_checkpoint,
+    space_digest,
+)
 from fpnas_dsl.search.config import SearchConfig
 from fpnas_dsl.search.importance import hinge_cost, importance_weights, trained_samples
 from fpnas_dsl.search.scoring import supernet_accuracy
@@ -125,6 +131,9 @@ class Search:
         self.dist = Distribution(space.layout.cardinalities, mode=mode, seed=config.seed)
         self.prepare = BatchPreparer(data, space.resolution, space.in_channels, self.device)
         self.position = Position()
+        #: Removes what a new run created (set by `prepare_search`): called when the run
+        #: fails before its first checkpoint, so that no half-made run stays behind.
+        self.discard: Callable[[], None] | None = None
         #: Seconds spent in the core, in forward/backward passes, and in everything else.
         self.times = {"core": 0.0, "fwd_bwd": 0.0, "other": 0.0}
         self._writer: Any = None
@@ -148,8 +157,15 @@ class Search:
             "torch_rng": torch.get_rng_state(),
         }
 
-    def restore(self, path: Path) -> None:
-        state = load_checkpoint(path, self.space)
+    def restore(
+        self,
+        path: Path,
+        log: Callable[[str], None] | None = None,
+        state: dict[str, Any] | None = None,
+    ) -> None:
+        """Continue from the checkpoint at `path` (`state`: already read from it)."""
+        if state is None:
+            state = load_checkpoint(path, self.space)
         try:
             self.supernet.load_state_dict(state["supernet"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -166,11 +182,56 @@ class Search:
             state.get("metrics_bytes", 0),
             state.get("trained", state["samples"]),
         )
+        self._reschedule(log)
+
+    def _reschedule(self, log: Callable[[str], None] | None) -> None:
+        """Fit the restored cosine schedule to `config.epochs`, which `--resume --epochs`
+        may have changed: the schedule is rebuilt for the new total number of steps and
+        continues from the restored step (see `fpnas_dsl.search.run`)."""
+        total = self.config.epochs * self.steps
+        scheduler = self.scheduler
+        old_total = int(scheduler.T_max)
+        if total == old_total:
+            return
+        pos = self.position
+        done = (pos.epoch - 1) * self.steps + pos.step
+        if done > total:
+            raise FpnasError(
+                f"--epochs {self.config.epochs}: the run has done {done} steps already, more "
+                f"than {self.config.epochs} epochs of {self.steps}"
+            )
+        scheduler.T_max = total
+        eta_min = float(scheduler.eta_min)
+        lrs = []
+        for group, base in zip(self.optimizer.param_groups, scheduler.base_lrs, strict=True):
+            group["lr"] = eta_min + (base - eta_min) * (1 + math.cos(math.pi * done / total)) / 2
+            lrs.append(group["lr"])
+        scheduler._last_lr = lrs  # what get_last_lr() reports until the next step
+        if log is not None:
+            old_epochs = old_total // max(self.steps, 1)
+            log(
+                f"fpnas search: {'extending' if total > old_total else 'shortening'} the "
+                f"search from {old_epochs} to {self.config.epochs} epochs; the cosine "
+                f"schedule of the weights is rebuilt for {total} steps and continues from "
+                f"step {done} (learning rate {lrs[0]:.4g})"
+            )
 
     # ----------------------------------------------------------------------------------
     # The loop
 
     def run(self, progress: bool = True) -> dict[str, Any]:
+        """Search to the last epoch and return the result; a run that fails (or is
+        interrupted) before its first checkpoint removes what it created."""
+        try:
+            return self._run(progress)
+        except BaseException:
+            if self.discard is not None and not (self.run_dir / CHECKPOINT).exists():
+                if self._writer is not None:
+                    self._writer.close()
+                self.discard()
+            raise
+
+    def _run(self, progress: bool) -> dict[str, Any]:
         from tqdm import tqdm
 
         metrics_path = self.run_dir / "metrics.jsonl"
@@ -189,7 +250,7 @@ class Search:
                         self.position.wall = time.perf_counter() - start_wall
                         self._checkpoint(log)
                         bar.close()
-                        raise FpnasError(
+                        raise Interrupted(
                             f"interrupted at epoch {epoch}, step {self.position.step}; "
                             f"resume with: fpnas search --resume {self.run_dir}"
                         )
@@ -323,10 +384,15 @@ class Search:
         return out
 
     def _non_finite(self, epoch: int, what: str) -> None:
-        raise FpnasError(
+        checkpoint = self.run_dir / CHECKPOINT
+        kept = (
+            f"the last good checkpoint is {checkpoint}"
+            if checkpoint.exists()
+            else "no epoch had finished, so nothing was kept"
+        )
+        raise RunError(
             f"non-finite {what} at epoch {epoch}, step {self.position.step + 1}: stopping; "
-            f"the last good checkpoint is {self.run_dir / 'checkpoint.pt'}"
-            f" (try a lower --lr)"
+            f"{kept} (try a lower --lr)"
         )
 
     def end_of_epoch(self, epoch: int) -> dict[str, Any]:
@@ -423,17 +489,29 @@ class Search:
             {"rank": r, "log_prob": lp, "flops": f, "params": p, **a.model_dump(mode="json")}
             for r, lp, _, a, f, p in entries
         ]
-        (self.run_dir / "top5.json").write_text(json.dumps(top5, indent=2) + "\n")
+        write_json_atomic(self.run_dir / "top5.json", top5)
         return result
 
 
 def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise FpnasError(
-            f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() is "
-            f"False); use --device cpu"
-        )
+    """cpu, cuda or cuda:N as a torch device; FpnasError for anything else, and for a GPU
+    that is not there."""
     try:
-        return torch.device(name)
-    except RuntimeError:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
         raise FpnasError(f"--device {name!r}: not a device; use cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise FpnasError(f"--device {name!r}: not supported; use cpu, cuda or cuda:N")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FpnasError(
+                f"--device {name}: no CUDA GPU is available here (torch.cuda.is_available() "
+                f"is False); use --device cpu"
+            )
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise FpnasError(
+                f"--device {name}: there {'is' if count == 1 else 'are'} {count} GPU"
+                f"{'' if count == 1 else 's'} here (cuda:0 to cuda:{count - 1})"
+            )
+    return device

@@ -1,27 +1,78 @@
-"""Set up a search run directory and run it: new, or resumed from its checkpoint."""
+"""Set up a search run directory and run it: new, or resumed from its checkpoint.
+
+Everything that can be checked is checked before the run directory is made: the data,
+the space (a fixed space has nothing to search), the FLOPS target, the device, the batch
+size, whether the supernet fits in memory and its checkpoint on the disk, and the run
+directory itself. A run that fails before its first checkpoint removes what it created.
+
+On `--resume` the run keeps the settings of its config.json. Only `epochs` (a new total,
+to extend a finished search or shorten an unfinished one), `device`, `threads` and
+`data_dir` may change; any other setting given with a value other than the run's is
+refused by name (`resume_config`). With a new number of epochs, the cosine schedule of
+the weights' learning rate is rebuilt for the new total number of steps and continues
+from the restored step (`Search.restore`): extending a finished search raises the
+learning rate from zero to where the longer schedule stands at that step, and the
+warm-up and FD->JD epochs stay those of the run.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fpnas_dsl import cost
 from fpnas_dsl.data import load_data
 from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.footprint import (
+    available_memory,
+    disk_free,
+    human_bytes,
+    supernet_size,
+    training_bytes,
+)
 from fpnas_dsl.ir import Space
 from fpnas_dsl.parser import load_space
-from fpnas_dsl.search.checkpoint import CHECKPOINT
-from fpnas_dsl.search.config import SearchConfig, load_saved_config, save_config
-from fpnas_dsl.search.loop import Search
+from fpnas_dsl.search.checkpoint import CHECKPOINT, load_checkpoint
+from fpnas_dsl.search.config import (
+    SearchConfig,
+    load_saved_config,
+    make_config,
+    origin_name,
+    save_config,
+)
+from fpnas_dsl.search.loop import Search, resolve_device
 
 CONFIG_FILE = "config.json"
 SPACE_FILE = "space.json"
+
+#: Settings that `--resume` accepts with a new value.
+RESUMABLE = ("epochs", "device", "threads", "data_dir")
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def default_run_dir(config: SearchConfig) -> Path:
     stem = Path(config.space).name.removesuffix(".space")
     return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_searchable(space: Space) -> None:
+    """Refuse a space with nothing to decide: it is one architecture."""
+    if not space.layout.decisions:
+        raise FpnasError(
+            f"space {space.name!r} is fixed: every choice has one value, so it is a single "
+            f"architecture and there is nothing to search. Train it with `fpnas train "
+            f"{space.name} --out DIR`, or price it with `fpnas cost`"
+        )
 
 
 def check_target(space: Space, target: float) -> dict[str, Any]:
@@ -37,7 +88,110 @@ def check_target(space: Space, target: float) -> dict[str, Any]:
     return bounds
 
 
-def prepare_search(config: SearchConfig, resume: Path | None = None) -> Search:
+def announce(size: dict[str, int], log: Log = _stderr) -> None:
+    """Say what the supernet about to be built takes (building a large one takes minutes)."""
+    log(
+        f"fpnas search: building the supernet: {size['params']:,} weights, "
+        f"{human_bytes(size['bytes'])} in float32, at least "
+        f"{human_bytes(training_bytes(size))} to train, a checkpoint of about "
+        f"{human_bytes(size['checkpoint_bytes'])}"
+    )
+
+
+def check_fits(space: Space, device: Any, run_dir: Path) -> dict[str, int]:
+    """The supernet's size; refuse one that cannot fit in memory (the least that training
+    takes: weights, gradients, momentum) or whose checkpoint (twice: it is written beside
+    the previous one) cannot fit on the run directory's disk."""
+    size = supernet_size(space)
+    need = training_bytes(size)
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+            where: int | None = int(free)
+        except (RuntimeError, AssertionError):  # the driver cannot say: build and see
+            where = None
+        memory = f"free on {device}"
+    else:
+        where, memory = available_memory(), "of memory available"
+    if where is not None and need > where:
+        raise FpnasError(
+            f"the supernet of space {space.name!r} does not fit: its {size['params']:,} "
+            f"weights ({human_bytes(size['bytes'])} in float32) need at least "
+            f"{human_bytes(need)} to train, and there is "
+            f"{human_bytes(where)} {memory}; search a smaller space (fewer rows or "
+            "choices) or on a machine with more memory"
+        )
+    free_disk = disk_free(run_dir)
+    if free_disk is not None and 2 * size["checkpoint_bytes"] > free_disk:
+        raise FpnasError(
+            f"a checkpoint of this supernet takes about {human_bytes(size['checkpoint_bytes'])} "
+            f"(twice that while the next one is written) and the disk of {run_dir} has "
+            f"{human_bytes(free_disk)} free; choose another --out"
+        )
+    return size
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse a run directory that holds a search, or that cannot be made or written."""
+    if (run_dir / CHECKPOINT).exists():
+        raise FpnasError(
+            f"{run_dir} already holds a search; continue it with --resume {run_dir} "
+            f"or choose another --out"
+        )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise FpnasError(f"--out {run_dir}: is a file, expected a directory")
+    parent = run_dir
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FpnasError(f"--out {run_dir}: {parent} is a file, not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FpnasError(f"--out {run_dir}: cannot write in {parent} (permission denied)")
+
+
+class _Created:
+    """What a new run created, so that a run which fails before its first checkpoint
+    leaves nothing behind."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.dirs: list[Path] = []
+        before = set(run_dir.iterdir()) if run_dir.is_dir() else set()
+        self.before = before
+
+    def make(self) -> None:
+        missing = []
+        path = self.run_dir
+        while not path.exists():
+            missing.append(path)
+            path = path.parent
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FpnasError(
+                f"cannot create run directory {self.run_dir}: {exc.strerror}"
+            ) from None
+        self.dirs = missing  # deepest first
+
+    def discard(self) -> None:
+        if not self.run_dir.is_dir():
+            return
+        for entry in set(self.run_dir.iterdir()) - self.before:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+        for directory in self.dirs:
+            try:
+                directory.rmdir()
+            except OSError:
+                break
+
+
+def prepare_search(config: SearchConfig, resume: Path | None = None, log: Log = _stderr) -> Search:
+    """Check everything, then make (or reopen) the run directory and build the search."""
     data = load_data(config.data, config.data_dir, seed=config.seed)
     space = load_space(
         config.space,
@@ -45,30 +199,104 @@ def prepare_search(config: SearchConfig, resume: Path | None = None) -> Search:
         in_channels=config.in_channels or data.channels,
         classes=config.classes or data.classes,
     )
-    check_target(space, config.target_flops)
+    check_searchable(space)
+    device = resolve_device(config.device)
+    half = len(data.train) // 2
+    if half < config.batch_size:
+        raise FpnasError(
+            f"--batch-size {config.batch_size} is larger than half the training set "
+            f"({half} images): each half (weights, architecture) needs one batch at least"
+        )
+    steps = half // config.batch_size
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch)
+    state = None
     if resume is not None:
         run_dir = resume
+        if (run_dir / CHECKPOINT).exists():
+            state = load_checkpoint(run_dir / CHECKPOINT, space)
+            check_epochs(config, state, steps)
     else:
         run_dir = Path(config.out) if config.out else default_run_dir(config)
-    if resume is None:
-        if (run_dir / CHECKPOINT).exists():
-            raise FpnasError(
-                f"{run_dir} already holds a search; continue it with --resume {run_dir} "
-                f"or choose another --out"
+        check_run_dir(run_dir)
+    size = check_fits(space, device, run_dir)
+    check_target(space, config.target_flops)
+
+    announce(size, log)
+    created = None if resume is not None else _Created(run_dir)
+    try:
+        if created is not None:
+            created.make()
+            save_config(config, run_dir / CONFIG_FILE)
+            (run_dir / SPACE_FILE).write_text(space.model_dump_json(indent=2) + "\n")
+        search = Search(config, space, data, run_dir)
+        if state is not None:
+            search.restore(run_dir / CHECKPOINT, log, state)
+            save_config(config, run_dir / CONFIG_FILE)
+        elif resume is not None:
+            log(
+                f"fpnas search: {run_dir} has no checkpoint yet (none is written before "
+                "the first epoch ends): starting it from the beginning"
             )
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FpnasError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-        save_config(config, run_dir / CONFIG_FILE)
-        (run_dir / SPACE_FILE).write_text(space.model_dump_json(indent=2) + "\n")
-    search = Search(config, space, data, run_dir)
-    if resume is not None:
-        search.restore(run_dir / CHECKPOINT)
+    except BaseException:
+        if created is not None:
+            created.discard()
+        raise
+    search.discard = created.discard if created is not None else None
     return search
 
 
-def resume_config(run_dir: Path) -> SearchConfig:
+def check_epochs(config: SearchConfig, state: dict[str, Any], steps: int) -> None:
+    """Refuse an `--epochs` on resume below what the run has done already."""
+    epoch, step = int(state["epoch"]), int(state["step"])
+    completed = epoch - 1 + (step > 0)
+    if config.epochs < completed:
+        raise FpnasError(
+            f"--epochs {config.epochs}: the run has done {completed} epochs already "
+            f"({epoch - 1} finished{', one begun' if step else ''}); give {completed} or more"
+        )
+
+
+def _same_space(given: str, saved: str) -> bool:
+    return given == saved or (
+        Path(given).is_file() and Path(given).resolve() == Path(saved).resolve()
+    )
+
+
+def resume_config(
+    run_dir: Path, given: dict[str, Any] | None = None, origins: dict[str, str] | None = None
+) -> SearchConfig:
+    """The saved configuration of a run, with the settings that may change on resume
+    taken from `given`; any other setting of `given` that differs is refused by name."""
+    if not run_dir.is_dir():
+        raise FpnasError(f"{run_dir}: not a search run directory (no such directory)")
     if not (run_dir / CONFIG_FILE).is_file():
         raise FpnasError(f"{run_dir}: not a search run directory (no {CONFIG_FILE})")
-    return load_saved_config(run_dir / CONFIG_FILE)
+    saved = load_saved_config(run_dir / CONFIG_FILE)
+    given = dict(given or {})
+    out = given.pop("out", None)
+    if out is not None and Path(out).resolve() != run_dir.resolve():
+        raise FpnasError(
+            f"--resume {run_dir} continues in {run_dir}; leave out --out (or give the same)"
+        )
+    space = given.pop("space", None)
+    if space is not None and not _same_space(str(space), saved.space):
+        raise FpnasError(
+            f"--resume {run_dir} searches the run's space {saved.space!r}, not {str(space)!r}; "
+            "leave out SPACE (or start a new run with --out)"
+        )
+    merged = make_config({**saved.model_dump(), **given}, origins=origins)
+    refused = []
+    for key in given:
+        if key in RESUMABLE:
+            continue
+        new, old = getattr(merged, key), getattr(saved, key)
+        if new != old:
+            refused.append(f"{origin_name(key, origins)} {new!r} (the run's: {old!r})")
+    if refused:
+        raise FpnasError(
+            f"--resume {run_dir} continues with the run's settings ({run_dir / CONFIG_FILE}); "
+            f"these cannot change: {', '.join(refused)}. Only --epochs (a new total), "
+            "--device, --threads and --data-dir can; start a new run with --out for others"
+        )
+    return merged
