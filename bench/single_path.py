@@ -17,6 +17,7 @@ SGD with Nesterov momentum 0.9, weight decay 4e-5, a one-cycle learning rate (10
 Chance is a loss of ln 10 = 2.30 and 10% accuracy.
 
     python bench/single_path.py --space fbnetv2_f_pp --steps 300 --threads 1
+    python bench/single_path.py --space bench/spaces/f28_*.space --share all
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ def run(space: Space, regime: str, args: argparse.Namespace, data: DataBundle) -
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--space", default="fbnetv2_f_pp")
+    p.add_argument("--space", nargs="+", default=["fbnetv2_f_pp"], help="one or more spaces")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--batch", type=int, default=64)
@@ -127,38 +128,40 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load_data(args.data)
-    base = load_space(
-        args.space, resolution=data.resolution, in_channels=data.channels, classes=data.classes
-    )
     print(
         f"machine: {platform.machine()}, {args.threads} torch thread(s), torch {torch.__version__}"
     )
     print(
-        f"{base.name} at {base.resolution}x{base.resolution}x{base.in_channels} on {args.data}, "
-        f"batch {args.batch}, SGD (Nesterov 0.9) one-cycle lr {args.lr}, {args.steps} steps; "
+        f"{args.data} at {data.resolution}x{data.resolution}x{data.channels}, batch "
+        f"{args.batch}, SGD (Nesterov 0.9) one-cycle lr {args.lr}, {args.steps} steps; "
         f"chance: loss ln 10 = {math.log(10):.2f}, accuracy 10%"
     )
     print(
-        "| sharing | regime | weights | loss per 100 steps | accuracy of 6 random archs "
-        "(min-max, mean) | train s |"
+        "| space | sharing | regime | weights | loss per 100 steps | accuracy of 6 random "
+        "archs (min-max, mean) | train s |"
     )
-    print("| --- | --- | --- | --- | --- | --- |")
-    for share in args.share:
-        space = with_sharing(base, share)
-        for regime in args.regimes:
-            r = run(space, regime, args, data)
-            accs = r.accs
-            acc = (
-                f"{accs[0]:.1%} (that arch)"
-                if regime == "fixed"
-                else f"{min(accs):.1%}-{max(accs):.1%}, {np.mean(accs):.1%}"
-            )
-            name = "+".join(share) if share else "separate"
-            per100 = " ".join(f"{v:.2f}" for v in r.per100)
-            print(
-                f"| {name} | {regime} | {r.weights:,} | {per100} | {acc} | {r.train_s:.0f} |",
-                flush=True,
-            )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name in args.space:
+        base = load_space(
+            name, resolution=data.resolution, in_channels=data.channels, classes=data.classes
+        )
+        for share in args.share:
+            space = with_sharing(base, share)
+            for regime in args.regimes:
+                r = run(space, regime, args, data)
+                accs = r.accs
+                acc = (
+                    f"{accs[0]:.1%} (that arch)"
+                    if regime == "fixed"
+                    else f"{min(accs):.1%}-{max(accs):.1%}, {np.mean(accs):.1%}"
+                )
+                shared = "+".join(share) if share else "separate"
+                per100 = " ".join(f"{v:.2f}" for v in r.per100)
+                print(
+                    f"| {base.name} | {shared} | {regime} | {r.weights:,} | {per100} | {acc} | "
+                    f"{r.train_s:.0f} |",
+                    flush=True,
+                )
     return 0
 
 
