@@ -13,6 +13,11 @@ Prints both per architecture, Kendall's tau and Spearman's rho between them with
 bootstrap 95% interval (2,000 resamples of the architectures), writes `ranking.csv` and
 `ranking.json` to the output directory and a scatter plot to `--plot`.
 
+Architectures spread over FLOPS are easy to rank: bigger ones tend to be better. So it
+also prints the same statistics for FLOPS alone as the predictor, and for what is left of
+both accuracies once a line in log FLOPS is taken out of each (does the supernet know
+more than the size?).
+
     python bench/ranking.py --run runs/fmnist --archs 12 --out runs/ranking -- --epochs 4
 """
 
@@ -78,6 +83,12 @@ def bootstrap(a: np.ndarray, b: np.ndarray, fn: object, n: int = 2000) -> tuple[
         values.append(fn(a[pick], b[pick]))  # type: ignore[operator]
     lo, hi = np.nanpercentile(values, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def without_size(acc: np.ndarray, flops: np.ndarray) -> np.ndarray:
+    """What is left of `acc` after the least-squares line in log FLOPS."""
+    x = np.log(flops)
+    return acc - np.polyval(np.polyfit(x, acc, 1), x)
 
 
 def spread_over_flops(space: Space, count: int, seed: int) -> np.ndarray:
@@ -176,6 +187,17 @@ def main() -> int:
         )
     print(f"Kendall tau {tau:.3f} (95% bootstrap {tau_ci[0]:.2f} to {tau_ci[1]:.2f})")
     print(f"Spearman rho {rho:.3f} (95% bootstrap {rho_ci[0]:.2f} to {rho_ci[1]:.2f})")
+    flops = np.array([r["flops"] for r in rows], dtype=float)
+    tau_flops, rho_flops = kendall_tau(flops, b), spearman_rho(flops, b)
+    a_rest, b_rest = without_size(a, flops), without_size(b, flops)
+    tau_rest, rho_rest = kendall_tau(a_rest, b_rest), spearman_rho(a_rest, b_rest)
+    tau_rest_ci = bootstrap(a_rest, b_rest, kendall_tau)
+    print(f"FLOPS alone as the predictor: Kendall tau {tau_flops:.3f}, rho {rho_flops:.3f}")
+    print(
+        f"beyond size (both accuracies less their line in log FLOPS): Kendall tau "
+        f"{tau_rest:.3f} (95% bootstrap {tau_rest_ci[0]:.2f} to {tau_rest_ci[1]:.2f}), "
+        f"Spearman rho {rho_rest:.3f}"
+    )
     with (args.out / "ranking.csv").open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -185,6 +207,11 @@ def main() -> int:
         "kendall_tau_95": tau_ci,
         "spearman_rho": rho,
         "spearman_rho_95": rho_ci,
+        "flops_kendall_tau": tau_flops,
+        "flops_spearman_rho": rho_flops,
+        "beyond_size_kendall_tau": tau_rest,
+        "beyond_size_kendall_tau_95": tau_rest_ci,
+        "beyond_size_spearman_rho": rho_rest,
         "recipe": recipe,
         "rows": rows,
     }
