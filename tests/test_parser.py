@@ -270,7 +270,7 @@ def test_keyword_typo_suggests_the_keyword() -> None:
     with pytest.raises(SpaceError) as info:
         parse_space(TINY.replace("classes 10", "clases 10"))
     assert info.value.hint == "did you mean 'classes'?"
-    assert "expected 'classes', 'expansion'" in info.value.message
+    assert "expected 'batchnorm', 'classes', 'expansion'" in info.value.message
 
 
 def test_keywords_are_names_elsewhere() -> None:
@@ -313,7 +313,7 @@ def test_bad_override_values(value: int) -> None:
 
 
 def test_missing_space() -> None:
-    with pytest.raises(FpnasError, match=r"no space 'nope'.*bundled: fbnetv2_f"):
+    with pytest.raises(FpnasError, match=r"no space 'nope'.*bundled: efficientnet_b0, fbnetv2_f"):
         load_space("nope")
 
 

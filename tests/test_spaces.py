@@ -27,6 +27,7 @@ from fpnas_dsl.summary import render, summarize
 GOLDEN = Path(__file__).parent / "golden"
 SPACES = resources.bundled_spaces()
 EXPECTED = [
+    "efficientnet_b0",
     "fbnetv2_f",
     "fbnetv2_f_fine",
     "fbnetv2_f_pp",
@@ -36,6 +37,7 @@ EXPECTED = [
     "fpnas_l2",
     "mobilenet_v2",
     "mobilenet_v2_035",
+    "mobilenet_v3_large",
 ]
 
 
@@ -52,7 +54,7 @@ def regenerate() -> None:
         print(f"wrote {GOLDEN / name}.json")
 
 
-def test_the_eight_spaces_are_bundled() -> None:
+def test_the_bundled_spaces() -> None:
     assert SPACES == EXPECTED
 
 
@@ -240,3 +242,106 @@ def test_fpnas_28px_count_by_hand() -> None:
     row = 2 * 4 * 3 * 3
     assert ir.count_architectures(space) == (2 * 4 * 2 * 2) * (row * 2 * 3 * 3) ** 2 * (row * 2 * 3)
     assert space.skip_mismatch == "forbid" and space.micros[0].share == ir.SHARABLE
+
+
+# ---- distinct networks ----------------------------------------------------------------
+
+_NETWORKS_SPACE = """\
+space t
+input 16 x 16 x 1
+classes 4
+skip where shapes differ: {skip}
+micro m {{
+    kernel {{0, 3}}
+    act {{relu, swish}}
+    attention {{none, se}}
+    {per}
+}}
+stem conv 3x3 8 stride 2
+table {{
+    mbconv m {{1, 2}} {{8, 16}} 2 1
+    mbconv m {{2, 3}} 16 3 1 act=relu
+    mbconv m 2 {{16, 24}} 1 2 kernel=3
+}}
+head conv 1x1 16
+fc classes
+"""
+
+
+def _brute_networks(space: ir.Space) -> int:
+    """Distinct networks by enumeration: a skipped block is its kernel and channels only."""
+    import itertools
+
+    import numpy as np
+
+    lay = space.layout
+    slots = [(d, v) for d, dec in enumerate(lay.decisions) for v in range(len(dec.cardinalities))]
+    cards = [lay.decisions[d].cardinalities[v] for d, v in slots]
+    seen = set()
+    for combo in itertools.product(*(range(c) for c in cards)):
+        idx = np.zeros((len(lay.decisions), lay.max_variables), dtype=np.int64)
+        for (d, v), c in zip(slots, combo, strict=True):
+            idx[d, v] = c
+        arch = ir.decode(space, idx)
+        seen.add(
+            tuple(
+                (b.kernel, b.channels)
+                if b.kernel == ir.SKIP_KERNEL
+                else (b.kernel, b.channels, b.act, b.attention, b.expansion)
+                for b in arch.blocks
+            )
+        )
+    return len(seen)
+
+
+@pytest.mark.parametrize(
+    ("skip", "per", "networks", "architectures"),
+    [
+        ("project", "", 720, 2048),
+        ("project", "per block: kernel", 11600, 16384),
+        ("project", "per block: act", 1360, 4096),
+        ("project", "per block: kernel, attention", 27984, 131072),
+        ("project", "per block: kernel, channels", 23200, 32768),
+        ("forbid", "per block: kernel", 4096, 4096),
+        ("forbid", "per block: kernel, attention", 13824, 32768),
+    ],
+)
+def test_count_networks_by_brute_force(
+    skip: str, per: str, networks: int, architectures: int
+) -> None:
+    from fpnas_dsl.parser import parse_space
+
+    space = parse_space(_NETWORKS_SPACE.format(skip=skip, per=per))
+    assert ir.count_architectures(space) == architectures
+    assert ir.count_networks(space) == networks == _brute_networks(space)
+
+
+def test_skipped_rows_leave_a_fixed_network() -> None:
+    """The issue's case: a fixed network whose skipped row leaves act and attention open
+    is 4 index tuples but 1 network, and counts as fixed."""
+    from fpnas_dsl.parser import parse_space
+
+    text = """\
+space skipped
+input 16 x 16 x 1
+classes 4
+micro m { kernel {0, 3}; act {relu, swish}; attention {none, se} }
+stem conv 3x3 8 stride 2
+table {
+    mbconv m 2 16 1 1 kernel=3 act=relu attention=se
+    mbconv m 2 16 3 1 kernel=0
+    mbconv m 2 24 1 2 kernel=3 act=relu attention=none
+}
+head conv 1x1 16
+fc classes
+"""
+    space = parse_space(text)
+    assert (len(space.layout.decisions), ir.count_architectures(space)) == (1, 4)
+    assert ir.count_networks(space) == 1
+    arch = ir.fixed_architecture(space)
+    assert arch is not None and [b.kernel for b in arch.blocks] == [3, 0, 0, 0, 3]
+    summary = summarize(space, cost=False)
+    assert (summary["architectures"], summary["networks"]) == ("4", "1")
+    text_out = render(summarize(space), space)
+    assert "networks             1  distinct" in text_out
+    assert "FLOPS (MACs)         " in text_out and "exact)" in text_out
