@@ -74,7 +74,7 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
 def architecture(space: Space, arch: ArchLike = None) -> Architecture:
     """`arch` as a readable architecture of `space`, checked against it; without `arch`,
     the one network of a fixed space (FpnasError for a space with several)."""
-    from fpnas_dsl.archfile import arch_from_blocks, check_arch, load_arch
+    from fpnas_dsl.archfile import arch_from_blocks, check_arch, read_arch_doc
     from fpnas_dsl.ir import count_networks, decode, fixed_architecture
     from fpnas_dsl.summary import count_text
 
@@ -90,11 +90,15 @@ def architecture(space: Space, arch: ArchLike = None) -> Architecture:
         check_arch(space, arch, "arch")
         return arch
     if isinstance(arch, str | Path):
+        # The file's blocks, read against this space (its input, not the file's).
         path = Path(arch)
-        _, readable, _ = load_arch(path / "arch.json" if path.is_dir() else path, space.source)
-        return architecture(space, readable)
+        doc = read_arch_doc(path / "arch.json" if path.is_dir() else path)
+        name = doc.get("space")
+        return arch_from_blocks(
+            space, doc["blocks"], str(path), name if isinstance(name, str) else None
+        )
     if isinstance(arch, Mapping):
-        if not isinstance(arch.get("blocks"), list):
+        if not isinstance(arch.get("blocks"), list | tuple):
             raise FpnasError("arch: not an architecture (needs a 'blocks' list)")
         name = arch.get("space")
         return arch_from_blocks(

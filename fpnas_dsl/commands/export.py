@@ -59,9 +59,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fpnas_dsl.export import export
+    from fpnas_dsl.api import export_network
 
-    report = export(
+    report = export_network(
         args.source,
         args.format,
         args.output,
