@@ -345,3 +345,88 @@ fc classes
     text_out = render(summarize(space), space)
     assert "networks             1  distinct" in text_out
     assert "FLOPS (MACs)         " in text_out and "exact)" in text_out
+
+
+# ---- the published networks -----------------------------------------------------------
+
+
+def test_efficientnet_b0_is_torchvisions() -> None:
+    space = load_space("efficientnet_b0")
+    # torchvision's MBConvConfig (expand_ratio, kernel, stride, out_channels, num_layers).
+    settings = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3)]
+    settings += [(6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    got = [
+        (
+            int(r.expansion.choices[0]),
+            space.row_variable(r, "kernel").choices[0],
+            r.stride,
+            r.channels.choices[0],
+            r.repeat,
+        )
+        for r in space.rows
+    ]
+    assert got == settings
+    micro = space.micros[0]
+    assert (micro.se_ratio, micro.se_relative_to, micro.se_width, micro.se_divisor) == (
+        0.25,
+        "input",
+        "floor",
+        1,
+    )
+    assert (micro.se_act, micro.gate, micro.act.choices) == ("swish", "sigmoid", ("swish",))
+    assert (space.stem[0].act, space.head[0].out_channels, space.head[0].act) == (
+        "swish",
+        1280,
+        "swish",
+    )
+    assert (space.bn_eps, space.bn_momentum) == (1e-5, 0.1)
+    assert summarize(space, cost=False)["notes"] == []
+
+
+def test_mobilenet_v3_large_is_torchvisions() -> None:
+    space = load_space("mobilenet_v3_large")
+    # torchvision's bneck_conf, one entry per block: (kernel, expanded, out, SE, act, stride)
+    conf = [(3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2)]
+    conf += [(3, 72, 24, False, "relu", 1), (5, 72, 40, True, "relu", 2)]
+    conf += [(5, 120, 40, True, "relu", 1)] * 2
+    conf += [(3, 240, 80, False, "hswish", 2), (3, 200, 80, False, "hswish", 1)]
+    conf += [(3, 184, 80, False, "hswish", 1)] * 2
+    conf += [(3, 480, 112, True, "hswish", 1), (3, 672, 112, True, "hswish", 1)]
+    conf += [(5, 672, 160, True, "hswish", 2)] + [(5, 960, 160, True, "hswish", 1)] * 2
+    arch = ir.fixed_architecture(space)
+    assert arch is not None
+    got = [
+        (b.kernel, b.mid_channels, b.out_channels, b.attention == "se", b.act, b.stride)
+        for b in ir.concrete_blocks(space, arch)
+    ]
+    assert got == conf
+    se_widths = [b.se_channels for b in ir.concrete_blocks(space, arch) if b.attention == "se"]
+    # torchvision's _make_divisible(expanded // 4, 8)
+    assert se_widths == [24, 32, 32, 120, 168, 168, 240, 240]
+    assert (space.bn_eps, space.bn_momentum) == (1e-3, 0.01)
+    assert [(f.out_features, f.act, f.dropout) for f in space.classifier] == [
+        (1280, "hswish", 0.0),
+        (None, None, 0.2),
+    ]
+    assert summarize(space, cost=False)["notes"] == []
+
+
+def test_a_divisor_that_rounds_se_widths_is_noted() -> None:
+    """EfficientNet's SE under the default divisor: 0.25 x 16 = 4 becomes 8, said with
+    the micro's position and the two ways out; not an error."""
+    from fpnas_dsl.parser import parse_space
+    from fpnas_dsl.resources import resolve_space_path
+
+    path = resolve_space_path("efficientnet_b0")
+    assert path is not None
+    text = path.read_text().replace("width floor, divisor 1, ", "")
+    space = parse_space(text, "b0.space")
+    [note] = summarize(space, cost=False)["notes"]
+    assert note["line"] == text.split("\n").index("micro mb {") + 1 and note["column"] == 1
+    assert (
+        "divisor 8 rounds SE widths (block 2: 0.25 x 16 input channels = 4.0 becomes 8)"
+        in (note["message"])
+    )
+    assert "`se ..., divisor 1`" in note["message"]
+    rendered = render(summarize(space, cost=False), space)
+    assert f"b0.space:{note['line']}:1: note: micro 'mb'" in rendered
