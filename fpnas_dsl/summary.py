@@ -5,7 +5,8 @@ it as text. The keys `name, resolution, blocks, decisions, architectures (exact,
 log10_architectures, uniform_entropy_nats, initial_k, alpha_params_factorized,
 alpha_params_joint` are the stable interface (`architectures_sci`, the count in scientific
 notation, sits beside the exact value, which can have thousands of digits); `networks`
-(and `networks_sci`) counts distinct networks, where `architectures` counts index tuples:
+(and `networks_sci`) counts distinct networks, where `architectures` counts index tuples
+(what the search samples):
 choices of a skipped block count once (`ir.count_networks`); `notes` holds positioned
 remarks that are not errors (a divisor that rounds SE widths); `rows` (the table, row by
 row), `layout` (the decisions), `variables` (per variable) and `cost` add detail.
@@ -155,9 +156,11 @@ def notes(space: Space) -> list[dict[str, Any]]:
         message = (
             f"micro '{micro.name}': divisor {micro.divisor} {micro.se_width}s SE widths "
             f"(block {block}: {fmt_value(micro.se_ratio)} x {base} {where} channels = "
-            f"{fmt_value(exact_width)} becomes {width}); for exactly ratio x channels write "
-            "`se ..., divisor 1` (with `width floor` to truncate), or `se ..., divisor "
-            f"{micro.divisor}` to keep this"
+            f"{fmt_value(exact_width)} becomes {width})"
+        )
+        hint = (
+            "for exactly ratio x channels write `se ..., divisor 1` (with `width floor` to "
+            f"truncate), or `se ..., divisor {micro.divisor}` to keep this"
         )
         span = micro.span
         out.append(
@@ -165,6 +168,7 @@ def notes(space: Space) -> list[dict[str, Any]]:
                 "line": span.line if span else 0,
                 "column": span.column if span else 0,
                 "message": message,
+                "help": hint,
             }
         )
     return out
@@ -358,8 +362,7 @@ def render(summary: dict[str, Any], space: Space) -> str:
     else:
         net_text = count_text(networks, 40) if networks is not None else s["networks_sci"]
         net_line = (
-            f"networks             {net_text}  distinct (choices of skipped blocks count once; "
-            "architectures counts index tuples, which the search samples)"
+            f"networks             {net_text}  distinct (choices of skipped blocks count once)"
         )
     lines += [
         "",
@@ -405,4 +408,5 @@ def render(summary: dict[str, Any], space: Space) -> str:
         )
     for note in s.get("notes", ()):
         lines.append(f"{space.source}:{note['line']}:{note['column']}: note: {note['message']}")
+        lines.append(f"  help: {note['help']}")
     return "\n".join(lines)

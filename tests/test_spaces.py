@@ -427,6 +427,6 @@ def test_a_divisor_that_rounds_se_widths_is_noted() -> None:
         "divisor 8 rounds SE widths (block 2: 0.25 x 16 input channels = 4.0 becomes 8)"
         in (note["message"])
     )
-    assert "`se ..., divisor 1`" in note["message"]
+    assert "`se ..., divisor 1`" in note["help"]
     rendered = render(summarize(space, cost=False), space)
     assert f"b0.space:{note['line']}:1: note: micro 'mb'" in rendered
