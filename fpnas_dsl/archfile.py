@@ -4,6 +4,9 @@ It holds the readable architecture (space name, input, blocks), the numbers a re
 checks first (FLOPS, params, accuracy where known) and the compiled space IR under "ir",
 so that export, train and show need nothing but this file.
 
+A fixed space (a .space file or bundled space with one network, `ir.count_networks`) is
+an architecture too: `is_space_argument` recognises one and `load_fixed` reads it.
+
 The minimal form that `fpnas cost` reads, `{"blocks": [...]}` (optionally with `space`,
 `resolution`, `in_channels`, `classes`), is accepted everywhere too: its blocks are read
 against the space given with `--space` (a .space file or a bundled name), or against the
@@ -214,3 +217,41 @@ def check_arch(space: Space, arch: Architecture, where: str) -> None:
         encode(space, arch)
     except ArchitectureMismatch as exc:
         raise FpnasError(f"{where}: {exc}") from None
+
+
+def is_space_argument(path: Path | str) -> bool:
+    """Whether a command's ARCH argument names a space rather than an architecture file:
+    a `.space` file, or the name of a bundled space that is not also a path."""
+    from fpnas_dsl.resources import resolve_space_path
+
+    path = Path(path)
+    if path.suffix == ".space":
+        return True
+    return not path.exists() and path.suffix == "" and resolve_space_path(str(path)) is not None
+
+
+def load_fixed(
+    name_or_path: Path | str,
+    resolution: int | None = None,
+    in_channels: int | None = None,
+    classes: int | None = None,
+    advice: str = "",
+) -> tuple[Space, Architecture]:
+    """(space, its one network) of a fixed space; FpnasError (exit 2) for a search space,
+    naming how many networks it holds and what to pass instead (`advice`)."""
+    from fpnas_dsl.ir import count_networks, fixed_architecture
+    from fpnas_dsl.parser import load_space
+    from fpnas_dsl.summary import count_text
+
+    space = load_space(name_or_path, resolution, in_channels, classes)
+    arch = fixed_architecture(space)
+    if arch is None:
+        advice = advice or (
+            "pass one of its architectures: an arch.json from `fpnas search`, or a minimal "
+            f'{{"blocks": [...]}} file with --space {name_or_path}'
+        )
+        raise FpnasError(
+            f"{name_or_path}: space {space.name!r} is a search space of "
+            f"{count_text(count_networks(space))} networks, not one network; {advice}"
+        )
+    return space, arch

@@ -54,6 +54,7 @@ from fpnas_dsl.ir import (
     SKIP_KERNEL,
     Architecture,
     BlockSpec,
+    Micro,
     Slot,
     Space,
     encode,
@@ -94,6 +95,17 @@ def _make_divisible(value: npt.NDArray[np.floating[Any]], divisor: int) -> Int64
     rounded = np.where(rounded < 0.9 * value, rounded + divisor, rounded)
     out: Int64Array = rounded.astype(np.int64)
     return out
+
+
+def _se_channels(micro: Micro, cin: Int64Array, mid: Int64Array) -> Int64Array:
+    """`Micro.se_channels`, elementwise (the same float64 arithmetic)."""
+    base = (cin if micro.se_relative_to == "input" else mid) * micro.se_ratio
+    divisor = micro.divisor if micro.se_divisor is None else micro.se_divisor
+    if micro.se_width == "floor":
+        floored = np.floor(base + 1e-9).astype(np.int64) // divisor * divisor
+        out: Int64Array = np.maximum(divisor, floored)
+        return out
+    return _make_divisible(base, divisor)
 
 
 @dataclass(frozen=True)
@@ -192,8 +204,7 @@ class CostModel:
         has_expand = exp != 1
         base = cin if space.expansion_of == "input" else cout
         mid = np.where(has_expand, _make_divisible(base * exp, micro.divisor), cin)
-        se_base = cin if micro.se_relative_to == "input" else mid
-        se = _make_divisible(se_base * micro.se_ratio, micro.divisor)
+        se = _se_channels(micro, cin, mid)
         sa = np.maximum(np.floor(mid * splits * micro.sa_ratio), micro.sa_min_width)
         sa = sa.astype(np.int64)
         is_se, is_sa = splits == 1, splits >= 2

@@ -6,13 +6,20 @@ The network is `fpnas_dsl.nn.build_network(space, arch)` in eval mode, with weig
 - a training directory (`model_ema.pt` or `model.pt`, whichever scored better),
 - a file given with `weights=` (a state_dict of the standalone network, or a training
   checkpoint holding one), or
-- a fresh initialisation (seeded) for a bare arch.json.
+- a fresh initialisation (seeded) for a bare arch.json or a fixed space, whose batch-norm
+  statistics are then measured on random inputs (`calibrate_batchnorm`).
 
 Nothing is reported as written before it is checked: the ONNX file passes
 `onnx.checker` and ONNX Runtime reproduces PyTorch's logits on random inputs of batch 1
-and 8 within `tolerance` (max absolute difference); the TorchScript file is loaded back
-with `torch.jit.load` and compared the same way. The file is written under a temporary
-name and renamed into place only after the check, so a failed export leaves nothing.
+and 8 within `tolerance` *relative to the logits' scale* (max |exported - PyTorch| <=
+tolerance x max |PyTorch|); the TorchScript file is loaded back with `torch.jit.load` and
+compared the same way. The check must be able to fail: a freshly initialised MobileNet
+has logits of ~1e-8 (every depthwise layer shrinks the signal while the batch-norms still
+hold their initial statistics), against which an absolute 1e-4 accepts anything. With
+the statistics calibrated every layer's output is of unit scale, so the logits are too
+(~0.1-1), and the relative tolerance holds whatever the weights. The file is written
+under a temporary name and renamed into place only after the check, so a failed export
+leaves nothing.
 
 ONNX uses PyTorch's classic (TorchScript-based) exporter, which needs nothing beyond
 torch and onnx; opsets 13 to 20 are accepted (hard-swish needs 14), 17 by default.
@@ -73,6 +80,8 @@ class ExportReport:
     method: str | None = None
     #: batch size -> max |exported - PyTorch| on random inputs
     max_abs_diff: dict[int, float] = field(default_factory=dict)
+    #: batch size -> max |exported - PyTorch| / max |PyTorch| (what `tolerance` bounds)
+    max_rel_diff: dict[int, float] = field(default_factory=dict)
     #: max |logit| of PyTorch on those inputs (the scale the differences compare to)
     output_scale: float = 0.0
     checker: str | None = None
@@ -227,7 +236,30 @@ def network_for(
         return net.eval(), f"trained, {source.path / name}"
     torch.manual_seed(seed)
     net = build_standalone(source.space, source.arch)
-    return net.eval(), f"fresh initialisation (seed {seed})"
+    calibrate_batchnorm(net, source.arch, seed)
+    return net.eval(), f"fresh initialisation (seed {seed}), batch-norm statistics of random inputs"
+
+
+CALIBRATION_BATCH = 8
+
+
+@torch.no_grad()
+def calibrate_batchnorm(net: nn.Module, arch: Architecture, seed: int) -> None:
+    """Batch-norm running statistics measured on random inputs (one batch, a cumulative
+    average): in eval mode every layer's output is then of unit scale, and so are the
+    logits, which the export check needs to mean anything (see the module docstring)."""
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    gen = torch.Generator().manual_seed(seed + 2)
+    shape = (CALIBRATION_BATCH, arch.in_channels, arch.resolution, arch.resolution)
+    net.train()
+    net(torch.randn(*shape, generator=gen))
+    net.eval()
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
 
 
 def best_trained_weights(directory: Path) -> str:
@@ -251,7 +283,7 @@ def best_trained_weights(directory: Path) -> str:
 
 
 def export(
-    source_path: Path | str,
+    source_path: Path | str | Source,
     fmt: Format,
     out: Path | str,
     *,
@@ -273,7 +305,7 @@ def export(
     if fmt == "onnx" and not MIN_OPSET <= opset <= MAX_OPSET:
         raise FpnasError(f"opset {opset} not supported; allowed: {MIN_OPSET} to {MAX_OPSET}")
     out = Path(out)
-    source = open_source(source_path, space)
+    source = source_path if isinstance(source_path, Source) else open_source(source_path, space)
     compiled, arch = source.space, source.arch
     flops, params = architecture_cost(compiled, arch)
     report = ExportReport(
@@ -314,7 +346,9 @@ def export(
             else:
                 report.method = _write_torchscript(net, inputs[max(inputs)], tmp, report.metadata)
                 run = _torchscript_runner(tmp)
-            report.max_abs_diff = _compare(run, inputs, expected, tolerance, fmt)
+            report.max_abs_diff, report.max_rel_diff = _compare(
+                run, inputs, expected, tolerance, fmt
+            )
         report.size_bytes = tmp.stat().st_size
     return report
 
@@ -402,8 +436,11 @@ def _compare(
     expected: dict[int, torch.Tensor],
     tolerance: float,
     fmt: str,
-) -> dict[int, float]:
+) -> tuple[dict[int, float], dict[int, float]]:
+    """(max |difference|, the same relative to max |PyTorch|) per batch size; RunError
+    where the relative difference exceeds `tolerance`."""
     diffs: dict[int, float] = {}
+    relative: dict[int, float] = {}
     for b, x in inputs.items():
         got = run(x)
         want = expected[b].numpy()
@@ -412,11 +449,19 @@ def _compare(
                 f"{fmt} check failed: output shape {got.shape} at batch {b}, PyTorch {want.shape}"
             )
         diffs[b] = float(np.max(np.abs(got - want)))
-        if not diffs[b] <= tolerance:
+        scale = float(np.max(np.abs(want)))
+        if scale == 0.0:
             raise RunError(
-                f"{fmt} check failed: max |difference| {diffs[b]:.3g} > {tolerance:g} at batch {b}"
+                f"{fmt} check impossible: PyTorch's logits are all zero at batch {b}, so no "
+                "difference can be measured against them"
             )
-    return diffs
+        relative[b] = diffs[b] / scale
+        if not relative[b] <= tolerance:
+            raise RunError(
+                f"{fmt} check failed: max |difference| {diffs[b]:.3g} is {relative[b]:.3g} of "
+                f"the logits' scale {scale:.3g} (tolerance {tolerance:g}) at batch {b}"
+            )
+    return diffs, relative
 
 
 def _write_onnx(

@@ -27,7 +27,6 @@ from fpnas_dsl.ir import (
     BlockSpec,
     Micro,
     Space,
-    make_divisible,
     mid_channels,
     shapes_can_differ,
 )
@@ -102,12 +101,7 @@ class BlockShape:
 def _attention_width(micro: Micro, mids: dict[tuple[int, int, float], int], attention: str) -> int:
     splits = ATTENTION_SPLITS[attention]
     if splits == 1:
-        return max(
-            make_divisible(
-                (i if micro.se_relative_to == "input" else m) * micro.se_ratio, micro.divisor
-            )
-            for (i, _, _), m in mids.items()
-        )
+        return max(micro.se_channels(i, m) for (i, _, _), m in mids.items())
     if splits >= 2:
         return max(max(int(m * splits * micro.sa_ratio), micro.sa_min_width) for m in mids.values())
     return 0

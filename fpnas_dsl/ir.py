@@ -33,6 +33,17 @@ Scope: TypeAlias = Literal["row", "block"]
 VARIABLE_ORDER: tuple[VarName, ...] = ("kernel", "act", "attention", "expansion", "channels")
 MICRO_VARIABLES: tuple[VarName, ...] = ("kernel", "act", "attention")
 ACTIVATIONS = ("relu", "relu6", "swish", "hswish")
+#: PyTorch's names for the same functions, accepted wherever an activation is written and
+#: stored under the name on the left of ACTIVATIONS (so that the IR has one spelling).
+ACTIVATION_ALIASES = {"silu": "swish", "hardswish": "hswish"}
+GATES = ("sigmoid", "hsigmoid")
+GATE_ALIASES = {"hardsigmoid": "hsigmoid"}
+#: The activation inside squeeze-excite: a fixed one, or `block` (the block's own).
+SE_ACTIVATIONS = (*ACTIVATIONS, "block")
+#: How the SE width R x channels becomes a whole number of channels: `round` is
+#: MobileNet's make_divisible (nearest multiple of the divisor, never below 90%), `floor`
+#: truncates to a multiple of the divisor (torchvision's EfficientNet, mobile-vision 2020).
+SE_WIDTH_RULES = ("round", "floor")
 ATTENTIONS = ("none", "se", "sa2", "sa4")
 #: Number of splits of each attention choice (SE is split-attention with one split).
 ATTENTION_SPLITS = {"none": 0, "se": 1, "sa2": 2, "sa4": 4}
@@ -81,10 +92,15 @@ class Micro(_Node):
     kernel: Variable
     act: Variable
     attention: Variable
-    #: SE bottleneck width = ratio x (block input or expanded channels), rounded to divisor.
+    #: SE bottleneck width = ratio x (block input or expanded channels), made a multiple
+    #: of `se_divisor` (default: `divisor`) by `se_width` (see SE_WIDTH_RULES).
     se_ratio: float = 0.25
     se_relative_to: Literal["input", "expanded"] = "expanded"
     gate: Literal["sigmoid", "hsigmoid"] = "sigmoid"
+    #: The activation between the SE's two 1x1 convolutions; "block": the block's act.
+    se_act: Literal["relu", "relu6", "swish", "hswish", "block"] = "relu"
+    se_width: Literal["round", "floor"] = "round"
+    se_divisor: int | None = None
     #: Split-attention bottleneck = max(round(channels * splits * sa_ratio), sa_min_width).
     sa_ratio: float = 0.25
     sa_min_width: int = 32
@@ -98,6 +114,19 @@ class Micro(_Node):
     def variable(self, name: VarName) -> Variable:
         value: Variable = getattr(self, name)
         return value
+
+    def se_channels(self, in_channels: int, mid_channels: int) -> int:
+        """The SE bottleneck width of a block with these input and expanded channels."""
+        base = in_channels if self.se_relative_to == "input" else mid_channels
+        divisor = self.divisor if self.se_divisor is None else self.se_divisor
+        if self.se_width == "floor":
+            # The epsilon keeps 100 x 0.29 (28.999999999999996 in floats) at 29.
+            return max(divisor, math.floor(base * self.se_ratio + 1e-9) // divisor * divisor)
+        return make_divisible(base * self.se_ratio, divisor)
+
+    def se_act_for(self, block_act: str) -> str:
+        """The activation inside squeeze-excite of a block whose activation is `block_act`."""
+        return block_act if self.se_act == "block" else self.se_act
 
 
 class Conv(_Node):
@@ -150,6 +179,10 @@ class Space(_Node):
     head: tuple[Conv, ...]
     pool: Literal["avg"] = "avg"
     classifier: tuple[Linear, ...] = Field(min_length=1)
+    #: Every batch-norm's eps and momentum (PyTorch's defaults; torchvision's MobileNetV3
+    #: uses 1e-3 and 0.01).
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
     source: str = "<string>"
     span: Span | None = None
 
@@ -414,6 +447,87 @@ def count_architectures(space: Space) -> int:
     return math.prod(c for d in space.layout.decisions for c in d.cardinalities)
 
 
+def count_networks(space: Space) -> int:
+    """The exact number of distinct networks: architectures that differ only in the act,
+    attention or expansion of blocks that are skipped build the same network, and count once.
+
+    A skipped block (kernel 0) reads nothing but its channels, so a variable that only
+    skipped blocks read does not change the network. Variables never span rows (a row's
+    decision serves its blocks, a block's decision one block), so the count is a product
+    over rows; within a row it sums over the row's kernel choice (when decided per row)
+    and runs over the blocks carrying whether some block so far is not skipped.
+    """
+    total = 1
+    for r in range(len(space.rows)):
+        specs = [b for b in space.blocks if b.row == r]
+        seen: set[tuple[int, int]] = set()  # the row's variables already counted
+        row_kernel: tuple[int, int] | None = None
+        row_others = 1  # variables decided once for the row, other than kernel and channels
+        for spec in specs:
+            for name, slot in spec.variables.items():
+                if slot.decision is None or slot.slot is None:
+                    continue
+                key = (slot.decision, slot.slot)
+                if key in seen:
+                    continue
+                seen.add(key)
+                shared = space.row_variable(space.rows[r], name).scope == "row"
+                if name == "channels":
+                    total *= len(slot.choices)
+                elif name == "kernel" and shared:
+                    row_kernel = key
+                elif shared:
+                    row_others *= len(slot.choices)
+        # The row's kernel choices when it decides kernel once (a sentinel otherwise).
+        kernel_values: list[Value] = [-1]
+        if row_kernel is not None:
+            kernel_values = list(
+                next(
+                    b.var("kernel").choices
+                    for b in specs
+                    if _slot_key(b.var("kernel")) == row_kernel
+                )
+            )
+        row_total = 0
+        for value in kernel_values:
+            # ways[k]: assignments of the blocks so far, k = 1 if some block is not skipped
+            ways = [1, 0]
+            for spec in specs:
+                kernel = spec.var("kernel")
+                if row_kernel is not None and _slot_key(kernel) == row_kernel:
+                    kernels: tuple[Value, ...] = (value,)
+                else:
+                    kernels = kernel.choices
+                skips = sum(1 for k in kernels if k == SKIP_KERNEL)
+                runs = len(kernels) - skips
+                own = math.prod(
+                    len(slot.choices)
+                    for name, slot in spec.variables.items()
+                    if name not in ("kernel", "channels")
+                    and slot.decision is not None
+                    and space.row_variable(space.rows[r], name).scope == "block"
+                )
+                ways = [ways[0] * skips, ways[1] * (skips + runs * own) + ways[0] * runs * own]
+            row_total += ways[0] + ways[1] * row_others
+        total *= row_total
+    return total
+
+
+def _slot_key(slot: Slot) -> tuple[int, int] | None:
+    if slot.decision is None or slot.slot is None:
+        return None
+    return (slot.decision, slot.slot)
+
+
+def fixed_architecture(space: Space) -> Architecture | None:
+    """The one network of a fixed space (every choice a singleton, or only choices that
+    skipped blocks ignore), else None."""
+    if count_networks(space) != 1:
+        return None
+    lay = space.layout
+    return decode(space, np.zeros((len(lay.decisions), lay.max_variables), dtype=np.int64))
+
+
 # --------------------------------------------------------------------------------------
 # Architectures: choice indices [decisions, max_variables] <-> readable blocks.
 
@@ -583,8 +697,11 @@ class ConcreteBlock:
 
     @property
     def se_channels(self) -> int:
-        base = self.in_channels if self.micro.se_relative_to == "input" else self.mid_channels
-        return make_divisible(base * self.micro.se_ratio, self.micro.divisor)
+        return self.micro.se_channels(self.in_channels, self.mid_channels)
+
+    @property
+    def se_act(self) -> str:
+        return self.micro.se_act_for(self.act)
 
     @property
     def sa_channels(self) -> int:

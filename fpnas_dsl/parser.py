@@ -192,7 +192,7 @@ _ROW = "op [micro] expansion channels repeat stride [name=choices ...]"
 #: A line that starts with one of these inside braces means the braces were not closed.
 _TOP_KEYWORDS = frozenset(
     {"space", "input", "classes", "expansion", "skip", "micro", "stem", "table", "head"}
-    | {"pool", "fc"}
+    | {"pool", "fc", "batchnorm"}
 )
 _SET = ("a set", "a set is written {a, b, c}")
 _RANGE = ("a range", "a range is written (min, max, step)")
@@ -250,6 +250,18 @@ _CONTEXTS: tuple[tuple[tuple[str, str], str, str, str], ...] = (
         _MICRO_BODY[0],
         "se ratio 0.25 of expanded , gate sigmoid",
         _MICRO_BODY[1],
+    ),
+    (
+        ("an se setting", "e.g. `se ratio 0.25 of input, act block, width floor, divisor 1`"),
+        _MICRO_BODY[0],
+        "se act swish , width floor , divisor 1",
+        _MICRO_BODY[1],
+    ),
+    (
+        ("the batchnorm statement", "e.g. `batchnorm eps 1e-3, momentum 0.01`"),
+        "",
+        "batchnorm eps 0.001 , momentum 0.01",
+        "\n",
     ),
     (
         ("an sa setting", "e.g. `sa ratio 0.25, min 32`"),
@@ -518,6 +530,7 @@ _SINGLE_STATEMENTS = {
     "skip": "skip where shapes differ: project",
     "table": "table { ... }",
     "pool": "pool avg",
+    "batchnorm": "batchnorm eps 1e-5, momentum 0.1",
 }
 
 
@@ -591,8 +604,24 @@ class _Builder(Transformer[Token, Any]):
         return str(token)
 
     def layer_act(self, token: Token) -> str | None:
-        act = self.word(token, V.LAYER_ACTIVATIONS, "activation")
+        act = self.activation(token, V.LAYER_ACTIVATIONS)
         return None if act == "none" else act
+
+    def activation(
+        self,
+        token: Token,
+        allowed: Sequence[str] = ir.ACTIVATIONS,
+        aliases: dict[str, str] = ir.ACTIVATION_ALIASES,
+        what: str = "activation",
+    ) -> str:
+        """An activation (or gate) name; PyTorch's names become the IR's spelling."""
+        word = str(token)
+        canonical = aliases.get(word, word)
+        if canonical in allowed:
+            return canonical
+        problem = V.check_word(word, allowed, what, aliases)
+        assert problem is not None
+        raise self.fail(problem[0], token, problem[1])
 
     # ---- choices ---------------------------------------------------------------------
 
@@ -636,7 +665,7 @@ class _Builder(Transformer[Token, Any]):
                 assert problem is not None
                 raise self.fail(problem[0] + " (or the splits 0, 1, 2, 4)", token, problem[1])
             if name == "act":
-                self.word(token, ir.ACTIVATIONS, "activation")
+                value = self.activation(token)
         elif name == "act":
             raise self.fail(
                 f"act takes a name ({V.fmt_allowed(ir.ACTIVATIONS)}), found {token}", token
@@ -787,6 +816,34 @@ class _Builder(Transformer[Token, Any]):
     def pool_stmt(self, meta: Any, children: list[Token]) -> _Stmt:
         return _Stmt("pool", self.span(meta), self.word(children[0], V.POOLS, "pooling"))
 
+    def bn_part(self, meta: Any, children: list[Token]) -> tuple[str, Token]:
+        return (self.word(children[0], V.BN_SETTINGS, "batchnorm setting"), children[1])
+
+    def bn_stmt(self, meta: Any, children: list[tuple[str, Token]]) -> _Stmt:
+        """`batchnorm eps E, momentum M`: every batch-norm of the networks."""
+        opts = self.options(children)
+        fields: dict[str, float] = {}
+        if "eps" in opts:
+            eps = self.fraction(opts["eps"])
+            if not 0 < eps <= V.MAX_BN_EPS:
+                raise self.fail(
+                    f"batch-norm eps must be in (0, {V.MAX_BN_EPS:g}], found {opts['eps']}",
+                    opts["eps"],
+                    "PyTorch's default is 1e-5; torchvision's MobileNetV3 uses 1e-3",
+                )
+            fields["bn_eps"] = float(eps)
+        if "momentum" in opts:
+            momentum = self.fraction(opts["momentum"])
+            if not 0 < momentum <= 1:
+                raise self.fail(
+                    f"batch-norm momentum must be in (0, 1], found {opts['momentum']}",
+                    opts["momentum"],
+                    "PyTorch's default is 0.1 (the weight of the new batch in the running "
+                    "statistics); torchvision's MobileNetV3 uses 0.01",
+                )
+            fields["bn_momentum"] = float(momentum)
+        return _Stmt("batchnorm", self.span(meta), fields)
+
     # ---- micros ----------------------------------------------------------------------
 
     def variable(self, meta: Any, children: list[Any]) -> tuple[str, Token, _Choices, Span]:
@@ -809,6 +866,15 @@ class _Builder(Transformer[Token, Any]):
 
     def se_gate(self, meta: Any, children: list[Token]) -> tuple[str, Token, Span]:
         return ("gate", children[0], self.span(meta))
+
+    def se_act(self, meta: Any, children: list[Token]) -> tuple[str, Token, Span]:
+        return ("se act", children[0], self.span(meta))
+
+    def se_width(self, meta: Any, children: list[Token]) -> tuple[str, Token, Span]:
+        return ("se width", children[0], self.span(meta))
+
+    def se_divisor(self, meta: Any, children: list[Token]) -> tuple[str, Token, Span]:
+        return ("se divisor", children[0], self.span(meta))
 
     def sa_ratio(self, meta: Any, children: list[Token]) -> tuple[str, Token, Span]:
         return ("sa ratio", children[0], self.span(meta))
@@ -915,7 +981,19 @@ class _Builder(Transformer[Token, Any]):
                 settings["se of"][0], V.SE_RELATIVE_TO, "se reference"
             )
         if "gate" in settings:
-            details["gate"] = self.word(settings["gate"][0], V.GATES, "gate")
+            details["gate"] = self.activation(
+                settings["gate"][0], ir.GATES, ir.GATE_ALIASES, "gate"
+            )
+        if "se act" in settings:
+            details["se_act"] = self.activation(
+                settings["se act"][0], ir.SE_ACTIVATIONS, ir.ACTIVATION_ALIASES, "se activation"
+            )
+        if "se width" in settings:
+            details["se_width"] = self.word(
+                settings["se width"][0], ir.SE_WIDTH_RULES, "se width rule"
+            )
+        if "se divisor" in settings:
+            details["se_divisor"] = self.integer(settings["se divisor"][0], "se divisor")
         if "sa ratio" in settings:
             details["sa_ratio"] = self.positive(settings["sa ratio"][0], "sa ratio")
         if "sa min" in settings:
@@ -1214,4 +1292,6 @@ class _Builder(Transformer[Token, Any]):
             fields["skip_mismatch"] = single["skip"].payload
         if "pool" in single:
             fields["pool"] = single["pool"].payload
+        if "batchnorm" in single:
+            fields.update(single["batchnorm"].payload)
         return self.node(Space, header, **fields)

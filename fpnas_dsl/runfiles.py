@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fpnas_dsl.archfile import load_arch
+from fpnas_dsl.archfile import is_space_argument, load_arch, load_fixed
 from fpnas_dsl.errors import FpnasError, RunError
 from fpnas_dsl.ir import Architecture, Space
 
-SourceKind = Literal["arch", "search", "train"]
+SourceKind = Literal["arch", "space", "search", "train"]
 
 ARCH_FILE = "arch.json"
 METRICS_FILE = "metrics.jsonl"
@@ -50,15 +50,23 @@ class Source:
 
     @property
     def directory(self) -> Path | None:
-        return self.path if self.kind != "arch" else None
+        return self.path if self.kind in ("search", "train") else None
 
 
 def open_source(path: Path | str, space: str | None = None) -> Source:
-    """An arch.json, a search run directory or a training directory -> `Source`.
+    """An arch.json, a search run directory, a training directory or a fixed space (a
+    .space file or bundled name with one network) -> `Source`.
 
     `space` (a .space path or bundled name) reads a minimal architecture file, one
     without its compiled space, against that space (see `fpnas_dsl.archfile`)."""
     path = Path(path)
+    if is_space_argument(path) and not path.is_dir():
+        if space is not None:
+            raise FpnasError(
+                f"{path}: is a space; --space is for reading an arch.json against a space"
+            )
+        compiled, arch = load_fixed(path)
+        return Source(path, "space", compiled, arch)
     if path.is_dir():
         arch_path = path / ARCH_FILE
         if not arch_path.is_file():

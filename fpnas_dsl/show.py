@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fpnas_dsl.archfile import load_arch
+from fpnas_dsl.archfile import is_space_argument, load_arch, load_fixed
 from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import ATTENTION_SPLITS, Architecture, ConcreteBlock, Space, concrete_blocks
 from fpnas_dsl.runfiles import (
@@ -641,11 +641,19 @@ def show(
             raise FpnasError(f"{source}: neither {ARCH_FILE} nor metrics in {METRICS_FILE}")
         base = Path(prefix) if prefix else source / "arch"
     else:
-        if not source.exists():
+        if not source.exists() and not is_space_argument(source):
             raise FpnasError(f"{source}: no such file or directory")
         arch_path, rows, iters = source, [], []
         base = Path(prefix) if prefix else source.with_suffix("")
-    loaded = load_arch(arch_path, space) if arch_path.is_file() else None
+    loaded: tuple[Space, Architecture, dict[str, Any]] | None = None
+    if is_space_argument(source) and not source.is_dir():
+        if space is not None:
+            raise FpnasError(
+                f"{source}: is a space; --space is for reading an arch.json against a space"
+            )
+        loaded = (*load_fixed(source), {})  # a fixed space: its one network
+    elif arch_path.is_file():
+        loaded = load_arch(arch_path, space)
     with staged_files() as stage:
         if loaded is not None:
             compiled, arch, extra = loaded

@@ -4,9 +4,12 @@
 it as text. The keys `name, resolution, blocks, decisions, architectures (exact, a string),
 log10_architectures, uniform_entropy_nats, initial_k, alpha_params_factorized,
 alpha_params_joint` are the stable interface (`architectures_sci`, the count in scientific
-notation, sits beside the exact value, which can have thousands of digits); `rows` (the
-table, row by row), `layout` (the decisions), `variables` (per variable) and `cost` add
-detail.
+notation, sits beside the exact value, which can have thousands of digits); `networks`
+(and `networks_sci`) counts distinct networks, where `architectures` counts index tuples
+(what the search samples):
+choices of a skipped block count once (`ir.count_networks`); `notes` holds positioned
+remarks that are not errors (a divisor that rounds SE widths); `rows` (the table, row by
+row), `layout` (the decisions), `variables` (per variable) and `cost` add detail.
 
 FLOPS/params hook: when `fpnas_dsl.cost` is importable and has
 `cost_range(space) -> {flops_min, flops_median, flops_max, params_min, params_median,
@@ -53,6 +56,7 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
     """The summary of a (validated) space as a JSON-ready dict."""
     layout = space.layout
     count = ir.count_architectures(space)
+    networks = ir.count_networks(space)
     entropy = layout.log_count
     sizes = feature_sizes(space)
     stem_n = len(space.stem)
@@ -114,6 +118,8 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
         "decisions": len(layout.decisions),
         "architectures": exact(count),
         "architectures_sci": sci(count),
+        "networks": exact(networks),
+        "networks_sci": sci(networks),
         "log10_architectures": math.log10(count) if count > 0 else None,
         "uniform_entropy_nats": entropy,
         "initial_k": initial_k(entropy),
@@ -125,6 +131,7 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
         "variables": per_variable,
         "weight_sharing": {m.name: list(m.share) for m in _used_micros(space)},
         "supernet": supernet_size(space),
+        "notes": notes(space),
     }
     if cost:
         hook = cost_hook()
@@ -132,6 +139,56 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
             result = hook(space)
             out["cost"] = {key: result[key] for key in COST_KEYS if key in result}
     return out
+
+
+def notes(space: Space) -> list[dict[str, Any]]:
+    """Remarks on a valid space, positioned like errors: where a micro's divisor (not one
+    the SE line sets) rounds an SE width away from ratio x channels, once per micro."""
+    out: list[dict[str, Any]] = []
+    for micro in _used_micros(space):
+        if micro.se_divisor is not None:
+            continue  # the user chose the SE's divisor
+        found = _rounded_se(space, micro)
+        if found is None:
+            continue
+        block, base, exact_width, width = found
+        where = "input" if micro.se_relative_to == "input" else "expanded"
+        message = (
+            f"micro '{micro.name}': divisor {micro.divisor} {micro.se_width}s SE widths "
+            f"(block {block}: {fmt_value(micro.se_ratio)} x {base} {where} channels = "
+            f"{fmt_value(exact_width)} becomes {width})"
+        )
+        hint = (
+            "for exactly ratio x channels write `se ..., divisor 1` (with `width floor` to "
+            f"truncate), or `se ..., divisor {micro.divisor}` to keep this"
+        )
+        span = micro.span
+        out.append(
+            {
+                "line": span.line if span else 0,
+                "column": span.column if span else 0,
+                "message": message,
+                "help": hint,
+            }
+        )
+    return out
+
+
+def _rounded_se(space: Space, micro: ir.Micro) -> tuple[int, int, float, int] | None:
+    """(block, channels, ratio x channels, SE width) of the first SE the divisor changes."""
+    for spec in space.blocks:
+        if spec.micro.name != micro.name or "se" not in spec.var("attention").choices:
+            continue
+        for cin, cout, exp in itertools.product(
+            spec.in_channels.choices, spec.var("channels").choices, spec.var("expansion").choices
+        ):
+            mid = ir.mid_channels(space, micro, int(cin), int(cout), float(exp))
+            base = int(cin) if micro.se_relative_to == "input" else mid
+            exact_width = base * micro.se_ratio
+            width = micro.se_channels(int(cin), mid)
+            if abs(width - exact_width) > 1e-9:
+                return spec.index + 1, base, exact_width, width
+    return None
 
 
 def _used_micros(space: Space) -> list[ir.Micro]:
@@ -299,9 +356,18 @@ def render(summary: dict[str, Any], space: Space) -> str:
             f"{s['architectures_sci']}  (10^{s['log10_architectures']:.2f}, {digits:,} digits; "
             "the exact value is in --json)"
         )
+    networks = int(s["networks"]) if len(s["networks"]) <= 40 else None
+    if networks is not None and s["networks"] == s["architectures"]:
+        net_line = f"networks             {count_text(networks, 40)}  (every architecture distinct)"
+    else:
+        net_text = count_text(networks, 40) if networks is not None else s["networks_sci"]
+        net_line = (
+            f"networks             {net_text}  distinct (choices of skipped blocks count once)"
+        )
     lines += [
         "",
         f"architectures        {shown}",
+        net_line,
         f"uniform entropy      {s['uniform_entropy_nats']:.4f} nats",
         f"initial K            {s['initial_k']}  (lambda 1/4)",
         f"alpha parameters     {s['alpha_params_factorized']:,} factorized (FD), "
@@ -320,7 +386,16 @@ def render(summary: dict[str, Any], space: Space) -> str:
             f"{_bytes(size['checkpoint_bytes'])}"
         )
     cost = s.get("cost")
-    if cost:
+    fixed = s["networks"] == "1"
+    if cost and fixed:
+        # One network: its cost is a number, not a range, and exact.
+        lines.append(
+            f"FLOPS (MACs)         {cost['flops_min']:,}  ({_human(cost['flops_min'])}, exact)"
+        )
+        lines.append(
+            f"params               {cost['params_min']:,}  ({_human(cost['params_min'])}, exact)"
+        )
+    elif cost:
         lines.append(
             "FLOPS (MACs)         "
             f"min {_human(cost['flops_min'])}  median {_human(cost['flops_median'])}"
@@ -331,4 +406,7 @@ def render(summary: dict[str, Any], space: Space) -> str:
             f"min {_human(cost['params_min'])}  median {_human(cost['params_median'])}"
             f"  max {_human(cost['params_max'])}"
         )
+    for note in s.get("notes", ()):
+        lines.append(f"{space.source}:{note['line']}:{note['column']}: note: {note['message']}")
+        lines.append(f"  help: {note['help']}")
     return "\n".join(lines)

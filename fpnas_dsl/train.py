@@ -382,26 +382,13 @@ def resolve_architecture(
                 }
             )
         return space, arch
-    from fpnas_dsl import ir
-    from fpnas_dsl.parser import load_space
+    from fpnas_dsl.archfile import load_fixed
 
     if data is not None:
         resolution = resolution or data.resolution
         in_channels = in_channels or data.channels
         classes = classes or data.classes
-    space = load_space(arch_arg, resolution, in_channels, classes)
-    count = ir.count_architectures(space)
-    if count != 1:
-        from fpnas_dsl.summary import count_text
-
-        raise FpnasError(
-            f"{arch_arg}: space {space.name!r} has {count_text(count)} architectures; train "
-            "takes one "
-            "(an arch.json from `fpnas search`, or a space whose choices are all fixed)"
-        )
-    lay = space.layout
-    zeros = [[0] * lay.max_variables for _ in lay.decisions]
-    return space, ir.decode(space, zeros)
+    return load_fixed(arch_arg, resolution, in_channels, classes)
 
 
 def _reshaped(

@@ -28,7 +28,10 @@ STRIDES = (1, 2)
 EXPANSION_OF = ("input", "output")
 SKIP_MODES = ("project", "forbid")
 SE_RELATIVE_TO = ("input", "expanded")
-GATES = ("sigmoid", "hsigmoid")
+GATES = ir.GATES
+BN_SETTINGS = ("eps", "momentum")
+#: The largest batch-norm eps accepted (a larger one is surely a typo for momentum).
+MAX_BN_EPS = 0.1
 POOLS = ("avg",)
 SCOPES = ("row", "block")
 #: Activation names accepted on fixed layers (stem, head, fc): "none" means no activation.
@@ -88,13 +91,18 @@ def error(
     )
 
 
-def check_word(word: str, allowed: Sequence[str], what: str) -> tuple[str, str | None] | None:
-    """None if `word` is allowed, else (message, hint)."""
-    if word in allowed:
+def check_word(
+    word: str, allowed: Sequence[str], what: str, aliases: dict[str, str] | None = None
+) -> tuple[str, str | None] | None:
+    """None if `word` is allowed, else (message, hint). `aliases` (other names of allowed
+    words, such as PyTorch's `silu` for `swish`) are listed and suggested too."""
+    if word in allowed or (aliases and aliases.get(word) in allowed):
         return None
+    names = [a for a, target in (aliases or {}).items() if target in allowed]
+    also = f" (or PyTorch's {fmt_allowed(names)})" if names else ""
     return (
-        f"unknown {what} '{word}'; allowed: {fmt_allowed(allowed)}",
-        did_you_mean(word, allowed),
+        f"unknown {what} '{word}'; allowed: {fmt_allowed(allowed)}{also}",
+        did_you_mean(word, [*allowed, *names]),
     )
 
 
@@ -203,6 +211,14 @@ class _Validator:
 
     def check_header(self) -> None:
         s = self.space
+        if not 0 < s.bn_eps <= MAX_BN_EPS:
+            raise self.fail(
+                f"batch-norm eps must be in (0, {MAX_BN_EPS:g}], found {s.bn_eps:g}", s.span
+            )
+        if not 0 < s.bn_momentum <= 1:
+            raise self.fail(
+                f"batch-norm momentum must be in (0, 1], found {s.bn_momentum:g}", s.span
+            )
         for what, value in (
             ("input resolution", s.resolution),
             ("input channels", s.in_channels),
@@ -245,6 +261,10 @@ class _Validator:
                 )
             if micro.divisor < 1:
                 raise self.fail(f"divisor must be at least 1, found {micro.divisor}", micro.span)
+            if micro.se_divisor is not None and micro.se_divisor < 1:
+                raise self.fail(
+                    f"se divisor must be at least 1, found {micro.se_divisor}", micro.span
+                )
         return micros
 
     def check_variable(self, var: Variable, fallback: Span | None) -> None:

@@ -594,3 +594,52 @@ def test_every_path_argument(
     assert len(err) < 2000, err
     # Nothing was created beside the inputs: no run directory, no output file.
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+# ---- Issue 12: a fixed space is a first-class input ----------------------------------
+
+
+def test_fixed_space_needs_no_architecture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """cost, show and export take a fixed space (a bundled name or a .space path) alone."""
+    assert main(["cost", "efficientnet_b0"]) == 0
+    out = capsys.readouterr().out
+    assert "(385,814,752)" in out and "(5,288,548)" in out
+    assert main(["cost", str(TESTS.parent / "spaces" / "mobilenet_v3_large.space"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["flops"], doc["params"]) == (216_589_760, 5_483_032)
+    prefix = tmp_path / "pics" / "v3"
+    assert main(["show", "mobilenet_v3_large", "-o", str(prefix)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert sorted(p.name for p in prefix.parent.iterdir()) == ["v3.png", "v3.svg"]
+    assert main(["compile", "efficientnet_b0"]) == 0
+    text = capsys.readouterr().out
+    assert "FLOPS (MACs)         385,814,752  (386M, exact)" in text
+    assert "networks             1  (every architecture distinct)" in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["cost", "fbnetv2_f"],
+        ["show", "fbnetv2_f"],
+        ["export", "fbnetv2_f", "--format", "onnx", "-o", "OUT/x.onnx"],
+        ["train", TINY, "--data", DATA, "--epochs", "1", "--out", "OUT/t"],
+    ],
+)
+def test_search_space_without_an_architecture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    """A space of many networks where one network is needed: exit 2, one line saying how
+    many networks it holds and what to pass, nothing written."""
+    argv = [a.replace("OUT", str(tmp_path)) for a in argv]
+    line = one_line_error(capsys, argv)
+    assert "is a search space of" in line and "not one network" in line
+    assert "ARCH.json" in line or "arch.json" in line
+    assert not list(tmp_path.iterdir())
+
+
+def test_space_and_space_flag_together(capsys: pytest.CaptureFixture[str]) -> None:
+    line = one_line_error(capsys, ["show", "mobilenet_v2", "--space", "mobilenet_v2"])
+    assert "is a space; --space is for reading an arch.json" in line

@@ -331,7 +331,7 @@ def test_failed_check_leaves_the_old_file(
 
     def off_by_a_little(path: Path) -> Any:
         run = real(path)
-        return lambda x: run(x) + 1e-3
+        return lambda x: run(x) * (1 + 1e-3)  # 10x the relative tolerance
 
     monkeypatch.setattr(ex, "_onnx_runner", off_by_a_little)
     out = tmp_path / "net.onnx"
@@ -341,3 +341,94 @@ def test_failed_check_leaves_the_old_file(
     assert "check failed" in line and "batch 1" in line
     assert out.read_text() == "previous export"
     assert [p.name for p in tmp_path.iterdir()] == ["net.onnx"]
+
+
+# ---- a check that can fail --------------------------------------------------------------
+
+
+def test_fresh_networks_without_calibration_have_vanishing_logits() -> None:
+    """Why the check calibrates: freshly initialised, these networks' logits are far
+    below 1e-4, so an absolute tolerance of 1e-4 would accept any export at all."""
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    for name in ("mobilenet_v2", "efficientnet_b0", "mobilenet_v3_large"):
+        torch.manual_seed(0)
+        net = build_network(load_space(name, resolution=64), load_arch_of(name)).eval()
+        with torch.no_grad():
+            assert float(net(x).abs().max()) < 1e-6
+
+
+def load_arch_of(name: str) -> Architecture:
+    from fpnas_dsl.ir import fixed_architecture
+
+    arch = fixed_architecture(load_space(name, resolution=64))
+    assert arch is not None
+    return arch
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large"])
+def test_fixed_space_exports_with_unit_scale_logits(tmp_path: Path, name: str) -> None:
+    import fpnas_dsl as fp
+
+    space = fp.load_space(name, resolution=64)
+    report = fp.export_network(space, "onnx", tmp_path / "net.onnx")
+    assert report.weights.startswith("fresh initialisation")
+    assert report.output_scale > 0.01  # calibrated: ~1e-14 .. 1e-9 without
+    assert max(report.max_rel_diff.values()) <= 1e-4
+    assert report.checker and (tmp_path / "net.onnx").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_deliberately_wrong_export_is_caught(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    """The file written holds a network whose one batch-norm in the middle is 1% off: the
+    check compares the file with the true network and refuses it, leaving nothing."""
+    import copy
+
+    import fpnas_dsl.export as ex
+
+    writer = "_write_onnx" if fmt == "onnx" else "_write_torchscript"
+    real = getattr(ex, writer)
+
+    def write_wrong(net: torch.nn.Module, *args: Any) -> Any:
+        wrong = copy.deepcopy(net)
+        norms = [m for m in wrong.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        with torch.no_grad():
+            norms[len(norms) // 2].weight.mul_(1.01)
+        return real(wrong, *args)
+
+    monkeypatch.setattr(ex, writer, write_wrong)
+    space = load_space("efficientnet_b0", resolution=64)
+    out = tmp_path / "net.bin"
+    from fpnas_dsl.api import export_network
+    from fpnas_dsl.errors import RunError
+
+    with pytest.raises(RunError, match=r"check failed: max \|difference\|"):
+        export_network(space, fmt, out)  # type: ignore[arg-type]
+    assert not out.exists() and not list(tmp_path.iterdir())
+    # The same export without the fault passes.
+    monkeypatch.setattr(ex, writer, real)
+    assert export_network(space, fmt, out).path == out  # type: ignore[arg-type]
+
+
+def test_export_of_a_fixed_space_from_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.onnx"
+    assert main(["export", "mobilenet_v2_035", "--format", "onnx", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "space mobilenet_v2_035" in text and "passed onnx" in text
+    assert "max |diff| / max |logit|" in text
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["fpnas.space"] == "mobilenet_v2_035" and meta["fpnas.flops"] == "59285808"
+
+
+def test_export_of_a_search_space_without_an_architecture(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    line = _err(capsys, ["export", "fbnetv2_f", "-f", "onnx", "-o", str(tmp_path / "x.onnx")])
+    assert "is a search space of" in line and "not one network" in line
+    assert "--space fbnetv2_f" in line
+    assert not list(tmp_path.iterdir())

@@ -270,7 +270,7 @@ def test_keyword_typo_suggests_the_keyword() -> None:
     with pytest.raises(SpaceError) as info:
         parse_space(TINY.replace("classes 10", "clases 10"))
     assert info.value.hint == "did you mean 'classes'?"
-    assert "expected 'classes', 'expansion'" in info.value.message
+    assert "expected 'batchnorm', 'classes', 'expansion'" in info.value.message
 
 
 def test_keywords_are_names_elsewhere() -> None:
@@ -313,7 +313,7 @@ def test_bad_override_values(value: int) -> None:
 
 
 def test_missing_space() -> None:
-    with pytest.raises(FpnasError, match=r"no space 'nope'.*bundled: fbnetv2_f"):
+    with pytest.raises(FpnasError, match=r"no space 'nope'.*bundled: efficientnet_b0, fbnetv2_f"):
         load_space("nope")
 
 
@@ -342,7 +342,9 @@ def test_the_documented_example() -> None:
     from fpnas_dsl.summary import summarize
 
     doc = (Path(__file__).resolve().parent.parent / "docs" / "dsl.md").read_text()
-    example, micro = re.findall(r"```space\n(.*?)```", doc, re.S)[:2]
+    blocks = re.findall(r"```space\n(.*?)```", doc, re.S)
+    example = blocks[0]
+    micro = next(b for b in blocks if "micro fbnet" in b)
     summary = summarize(parse_space(example, "docs/dsl.md"), cost=False)
     assert (summary["blocks"], summary["decisions"], summary["architectures"]) == (
         8,
@@ -352,3 +354,35 @@ def test_the_documented_example() -> None:
     assert summary["initial_k"] == 4
     assert (summary["alpha_params_factorized"], summary["alpha_params_joint"]) == (57, 155)
     assert "micro fbnet {" in micro
+
+
+def test_every_space_example_in_the_reference_parses() -> None:
+    """Every ```space block of docs/dsl.md is valid: whole files as they are, fragments
+    (a statement or a micro's `se` line) completed by a minimal space around them."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "dsl.md").read_text()
+    blocks = re.findall(r"```space\n(.*?)```", doc, re.S)
+    assert len(blocks) >= 5
+    body = "input 32 x 32 x 3\nclasses 10\ntable {\n mbconv 1 16 1 1\n}\n"
+    body += "head conv 1x1 32\nfc classes\n"
+    for block in blocks:
+        text = block.replace("\n  ", "\n")
+        if re.search(r"^space ", text, re.M):
+            parse_space(text, "docs/dsl.md")
+            continue
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        if all(line.startswith("se ") for line in lines):
+            for line in lines:  # each an alternative for the same micro
+                micro = "micro m {\n kernel 3\n act relu\n attention se\n " + line + "\n}\n"
+                parse_space(f"space s\n{micro}stem conv 3x3 16\n{body}", "docs/dsl.md")
+            continue
+        text = f"space s\n{text}\n{body}"
+        if "micro " not in text:
+            text += "micro m { kernel 3; act relu; attention none }\n"
+        if "stem " not in text:
+            text += "stem conv 3x3 16\n"
+        parse_space(text, "docs/dsl.md")
+    for word in ("batchnorm eps", "momentum", "width floor", "act block", "silu", "hardswish"):
+        assert word in doc
+    assert "hardsigmoid" in doc and "divisor 1" in doc

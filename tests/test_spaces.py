@@ -27,6 +27,7 @@ from fpnas_dsl.summary import render, summarize
 GOLDEN = Path(__file__).parent / "golden"
 SPACES = resources.bundled_spaces()
 EXPECTED = [
+    "efficientnet_b0",
     "fbnetv2_f",
     "fbnetv2_f_fine",
     "fbnetv2_f_pp",
@@ -36,6 +37,7 @@ EXPECTED = [
     "fpnas_l2",
     "mobilenet_v2",
     "mobilenet_v2_035",
+    "mobilenet_v3_large",
 ]
 
 
@@ -52,7 +54,7 @@ def regenerate() -> None:
         print(f"wrote {GOLDEN / name}.json")
 
 
-def test_the_eight_spaces_are_bundled() -> None:
+def test_the_bundled_spaces() -> None:
     assert SPACES == EXPECTED
 
 
@@ -240,3 +242,191 @@ def test_fpnas_28px_count_by_hand() -> None:
     row = 2 * 4 * 3 * 3
     assert ir.count_architectures(space) == (2 * 4 * 2 * 2) * (row * 2 * 3 * 3) ** 2 * (row * 2 * 3)
     assert space.skip_mismatch == "forbid" and space.micros[0].share == ir.SHARABLE
+
+
+# ---- distinct networks ----------------------------------------------------------------
+
+_NETWORKS_SPACE = """\
+space t
+input 16 x 16 x 1
+classes 4
+skip where shapes differ: {skip}
+micro m {{
+    kernel {{0, 3}}
+    act {{relu, swish}}
+    attention {{none, se}}
+    {per}
+}}
+stem conv 3x3 8 stride 2
+table {{
+    mbconv m {{1, 2}} {{8, 16}} 2 1
+    mbconv m {{2, 3}} 16 3 1 act=relu
+    mbconv m 2 {{16, 24}} 1 2 kernel=3
+}}
+head conv 1x1 16
+fc classes
+"""
+
+
+def _brute_networks(space: ir.Space) -> int:
+    """Distinct networks by enumeration: a skipped block is its kernel and channels only."""
+    import itertools
+
+    import numpy as np
+
+    lay = space.layout
+    slots = [(d, v) for d, dec in enumerate(lay.decisions) for v in range(len(dec.cardinalities))]
+    cards = [lay.decisions[d].cardinalities[v] for d, v in slots]
+    seen = set()
+    for combo in itertools.product(*(range(c) for c in cards)):
+        idx = np.zeros((len(lay.decisions), lay.max_variables), dtype=np.int64)
+        for (d, v), c in zip(slots, combo, strict=True):
+            idx[d, v] = c
+        arch = ir.decode(space, idx)
+        seen.add(
+            tuple(
+                (b.kernel, b.channels)
+                if b.kernel == ir.SKIP_KERNEL
+                else (b.kernel, b.channels, b.act, b.attention, b.expansion)
+                for b in arch.blocks
+            )
+        )
+    return len(seen)
+
+
+@pytest.mark.parametrize(
+    ("skip", "per", "networks", "architectures"),
+    [
+        ("project", "", 720, 2048),
+        ("project", "per block: kernel", 11600, 16384),
+        ("project", "per block: act", 1360, 4096),
+        ("project", "per block: kernel, attention", 27984, 131072),
+        ("project", "per block: kernel, channels", 23200, 32768),
+        ("forbid", "per block: kernel", 4096, 4096),
+        ("forbid", "per block: kernel, attention", 13824, 32768),
+    ],
+)
+def test_count_networks_by_brute_force(
+    skip: str, per: str, networks: int, architectures: int
+) -> None:
+    from fpnas_dsl.parser import parse_space
+
+    space = parse_space(_NETWORKS_SPACE.format(skip=skip, per=per))
+    assert ir.count_architectures(space) == architectures
+    assert ir.count_networks(space) == networks == _brute_networks(space)
+
+
+def test_skipped_rows_leave_a_fixed_network() -> None:
+    """The issue's case: a fixed network whose skipped row leaves act and attention open
+    is 4 index tuples but 1 network, and counts as fixed."""
+    from fpnas_dsl.parser import parse_space
+
+    text = """\
+space skipped
+input 16 x 16 x 1
+classes 4
+micro m { kernel {0, 3}; act {relu, swish}; attention {none, se} }
+stem conv 3x3 8 stride 2
+table {
+    mbconv m 2 16 1 1 kernel=3 act=relu attention=se
+    mbconv m 2 16 3 1 kernel=0
+    mbconv m 2 24 1 2 kernel=3 act=relu attention=none
+}
+head conv 1x1 16
+fc classes
+"""
+    space = parse_space(text)
+    assert (len(space.layout.decisions), ir.count_architectures(space)) == (1, 4)
+    assert ir.count_networks(space) == 1
+    arch = ir.fixed_architecture(space)
+    assert arch is not None and [b.kernel for b in arch.blocks] == [3, 0, 0, 0, 3]
+    summary = summarize(space, cost=False)
+    assert (summary["architectures"], summary["networks"]) == ("4", "1")
+    text_out = render(summarize(space), space)
+    assert "networks             1  distinct" in text_out
+    assert "FLOPS (MACs)         " in text_out and "exact)" in text_out
+
+
+# ---- the published networks -----------------------------------------------------------
+
+
+def test_efficientnet_b0_is_torchvisions() -> None:
+    space = load_space("efficientnet_b0")
+    # torchvision's MBConvConfig (expand_ratio, kernel, stride, out_channels, num_layers).
+    settings = [(1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3)]
+    settings += [(6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1)]
+    got = [
+        (
+            int(r.expansion.choices[0]),
+            space.row_variable(r, "kernel").choices[0],
+            r.stride,
+            r.channels.choices[0],
+            r.repeat,
+        )
+        for r in space.rows
+    ]
+    assert got == settings
+    micro = space.micros[0]
+    assert (micro.se_ratio, micro.se_relative_to, micro.se_width, micro.se_divisor) == (
+        0.25,
+        "input",
+        "floor",
+        1,
+    )
+    assert (micro.se_act, micro.gate, micro.act.choices) == ("swish", "sigmoid", ("swish",))
+    assert (space.stem[0].act, space.head[0].out_channels, space.head[0].act) == (
+        "swish",
+        1280,
+        "swish",
+    )
+    assert (space.bn_eps, space.bn_momentum) == (1e-5, 0.1)
+    assert summarize(space, cost=False)["notes"] == []
+
+
+def test_mobilenet_v3_large_is_torchvisions() -> None:
+    space = load_space("mobilenet_v3_large")
+    # torchvision's bneck_conf, one entry per block: (kernel, expanded, out, SE, act, stride)
+    conf = [(3, 16, 16, False, "relu", 1), (3, 64, 24, False, "relu", 2)]
+    conf += [(3, 72, 24, False, "relu", 1), (5, 72, 40, True, "relu", 2)]
+    conf += [(5, 120, 40, True, "relu", 1)] * 2
+    conf += [(3, 240, 80, False, "hswish", 2), (3, 200, 80, False, "hswish", 1)]
+    conf += [(3, 184, 80, False, "hswish", 1)] * 2
+    conf += [(3, 480, 112, True, "hswish", 1), (3, 672, 112, True, "hswish", 1)]
+    conf += [(5, 672, 160, True, "hswish", 2)] + [(5, 960, 160, True, "hswish", 1)] * 2
+    arch = ir.fixed_architecture(space)
+    assert arch is not None
+    got = [
+        (b.kernel, b.mid_channels, b.out_channels, b.attention == "se", b.act, b.stride)
+        for b in ir.concrete_blocks(space, arch)
+    ]
+    assert got == conf
+    se_widths = [b.se_channels for b in ir.concrete_blocks(space, arch) if b.attention == "se"]
+    # torchvision's _make_divisible(expanded // 4, 8)
+    assert se_widths == [24, 32, 32, 120, 168, 168, 240, 240]
+    assert (space.bn_eps, space.bn_momentum) == (1e-3, 0.01)
+    assert [(f.out_features, f.act, f.dropout) for f in space.classifier] == [
+        (1280, "hswish", 0.0),
+        (None, None, 0.2),
+    ]
+    assert summarize(space, cost=False)["notes"] == []
+
+
+def test_a_divisor_that_rounds_se_widths_is_noted() -> None:
+    """EfficientNet's SE under the default divisor: 0.25 x 16 = 4 becomes 8, said with
+    the micro's position and the two ways out; not an error."""
+    from fpnas_dsl.parser import parse_space
+    from fpnas_dsl.resources import resolve_space_path
+
+    path = resolve_space_path("efficientnet_b0")
+    assert path is not None
+    text = path.read_text().replace("width floor, divisor 1, ", "")
+    space = parse_space(text, "b0.space")
+    [note] = summarize(space, cost=False)["notes"]
+    assert note["line"] == text.split("\n").index("micro mb {") + 1 and note["column"] == 1
+    assert (
+        "divisor 8 rounds SE widths (block 2: 0.25 x 16 input channels = 4.0 becomes 8)"
+        in (note["message"])
+    )
+    assert "`se ..., divisor 1`" in note["help"]
+    rendered = render(summarize(space, cost=False), space)
+    assert f"b0.space:{note['line']}:1: note: micro 'mb'" in rendered

@@ -55,7 +55,7 @@ def test_supernet_equals_subnet(name: str) -> None:
     supernet = Supernet(space).eval()
     randomise(supernet)
     x = torch.randn(2, space.in_channels, SMALL, SMALL)
-    count = 1 if name.startswith("mobilenet_v2") else 50
+    count = 1 if not space.layout.decisions else 50
     with torch.no_grad():
         for idx in uniform_samples(space, count, seed=21):
             expected = supernet.subnet(idx).eval()(x)
@@ -352,3 +352,51 @@ def test_announced_size_is_the_supernet_size(name: str) -> None:
 def _shared(space: Space, share: tuple[Sharable, ...]) -> Space:
     micros = tuple(m.model_copy(update={"share": share}) for m in space.micros)
     return space.model_copy(update={"micros": micros})
+
+
+def _se_details(se_act: str) -> Space:
+    """`tiny` with the SE and batch-norm details published networks need."""
+    space = tiny(resolution=SMALL)
+    micros = tuple(
+        m.model_copy(update={"se_act": se_act, "se_width": "floor", "se_divisor": 1})
+        for m in space.micros
+    )
+    return space.model_copy(update={"micros": micros, "bn_eps": 1e-3, "bn_momentum": 0.01})
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_large", "block", "swish"])
+def test_supernet_equals_subnet_with_se_and_batchnorm_details(name: str) -> None:
+    """The SE's activation (fixed or the block's), the floor rule and its divisor, and
+    the space's batch-norm eps and momentum reach the supernet as they reach the network:
+    equal in eval mode, and in train mode (where momentum updates the statistics)."""
+    torch.manual_seed(0)
+    if name in ("block", "swish"):
+        space = _se_details(name)
+    else:
+        from fpnas_dsl.parser import load_space
+
+        space = load_space(name, resolution=SMALL)
+    supernet = Supernet(space).eval()
+    randomise(supernet)
+    norms = [m for m in supernet.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert {(m.eps, m.momentum) for m in norms} == {(space.bn_eps, space.bn_momentum)}
+    x = torch.randn(2, space.in_channels, SMALL, SMALL)
+    count = 1 if not space.layout.decisions else 30
+    with torch.no_grad():
+        for idx in uniform_samples(space, count, seed=5):
+            subnet = supernet.subnet(idx).eval()
+            torch.testing.assert_close(supernet(x, idx), subnet(x), rtol=1e-5, atol=1e-5)
+    # Train mode: one step of statistics with the space's momentum, on both.
+    idx = uniform_samples(space, 1, seed=6)[0]
+    subnet = supernet.subnet(idx).train()
+    supernet.train()
+    for m in [*subnet.modules(), *supernet.modules()]:
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0  # dropout draws differ; the statistics are what is compared
+    with torch.no_grad():
+        torch.testing.assert_close(supernet(x, idx), subnet(x), rtol=1e-5, atol=1e-5)
+        after = supernet.subnet(idx).state_dict()
+    for key, value in subnet.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue  # the supernet counts batches only where momentum is None
+        torch.testing.assert_close(after[key], value, rtol=1e-5, atol=1e-6)

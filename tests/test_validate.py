@@ -33,7 +33,8 @@ CASES = [
         {10: "    act {relu, gelu}"},
         10,
         16,
-        "unknown activation 'gelu'; allowed: relu, relu6, swish, hswish",
+        "unknown activation 'gelu'; allowed: relu, relu6, swish, hswish "
+        "(or PyTorch's silu, hardswish)",
     ),
     case(
         "unknown attention",
@@ -266,7 +267,101 @@ CASES = [
         {12: "    se ratio 0.25, gate tanh\n}"},
         12,
         25,
-        "unknown gate 'tanh'; allowed: sigmoid, hsigmoid",
+        "unknown gate 'tanh'; allowed: sigmoid, hsigmoid (or PyTorch's hardsigmoid)",
+    ),
+    case(
+        "se act",
+        {12: "    se ratio 0.25, act gelu\n}"},
+        12,
+        24,
+        "unknown se activation 'gelu'; allowed: relu, relu6, swish, hswish, block "
+        "(or PyTorch's silu, hardswish)",
+    ),
+    case(
+        "se width rule",
+        {12: "    se ratio 0.25, width ceil\n}"},
+        12,
+        26,
+        "unknown se width rule 'ceil'; allowed: round, floor",
+    ),
+    case(
+        "se divisor zero",
+        {12: "    se ratio 0.25, divisor 0\n}"},
+        12,
+        28,
+        "se divisor must be at least 1, found 0",
+    ),
+    case(
+        "se divisor fraction",
+        {12: "    se width floor, divisor 2.5\n}"},
+        12,
+        29,
+        "se divisor must be a whole number, found 2.5",
+    ),
+    case(
+        "se act twice",
+        {12: "    se act relu, act swish\n}"},
+        12,
+        18,
+        "micro 'm' sets se act twice (first at line 12)",
+    ),
+    case(
+        "batchnorm eps",
+        {6: "batchnorm eps 0"},
+        6,
+        15,
+        "batch-norm eps must be in (0, 0.1], found 0",
+    ),
+    case(
+        "batchnorm momentum",
+        {6: "batchnorm momentum 1.5"},
+        6,
+        20,
+        "batch-norm momentum must be in (0, 1], found 1.5",
+    ),
+    case(
+        "batchnorm setting",
+        {6: "batchnorm epsilon 1e-3"},
+        6,
+        11,
+        "unknown batchnorm setting 'epsilon'; allowed: eps, momentum",
+    ),
+    case(
+        "batchnorm setting twice",
+        {6: "batchnorm eps 1e-3, eps 1e-4"},
+        6,
+        25,
+        "eps is given twice",
+    ),
+    case(
+        "batchnorm twice",
+        {6: "batchnorm eps 1e-3\nbatchnorm momentum 0.01"},
+        7,
+        1,
+        "duplicate `batchnorm` statement (the first is at line 6)",
+    ),
+    case(
+        "batchnorm without a number",
+        {6: "batchnorm eps"},
+        6,
+        14,
+        "unexpected end of line in the batchnorm statement; expected a number",
+    ),
+    case(
+        "activation alias typo",
+        {10: "    act {relu, sliu}"},
+        10,
+        16,
+        "unknown activation 'sliu'; allowed: relu, relu6, swish, hswish "
+        "(or PyTorch's silu, hardswish)",
+    ),
+    case(
+        "layer activation alias typo",
+        {14: "stem conv 3x3 16 stride 2 act hardswich"},
+        14,
+        31,
+        "unknown activation 'hardswich'; allowed: relu, relu6, swish, hswish, none "
+        "(or PyTorch's silu, hardswish)",
     ),
     case(
         "fractional channels",
@@ -434,6 +529,70 @@ def test_bad_input(edits: dict[int, str], line: int, column: int, message: str) 
     shown = text.split("\n")[line - 1].expandtabs(1)
     assert rendered[1] == f"{line:>5} | {shown}"
     assert rendered[2] == " " * (len(f"{line:>5} | ") + column - 1) + "^"
+
+
+@pytest.mark.parametrize(
+    ("edits", "hint"),
+    [
+        ({10: "    act {relu, sliu}"}, "did you mean 'silu'?"),
+        ({12: "    se act hardswsh\n}"}, "did you mean 'hardswish'?"),
+        ({12: "    se gate hardsigmod\n}"}, "did you mean 'hardsigmoid'?"),
+        ({6: "batchnorm epsilon 1e-3"}, "did you mean 'eps'?"),
+        (
+            {6: "batchnorm eps 0.5"},
+            "PyTorch's default is 1e-5; torchvision's MobileNetV3 uses 1e-3",
+        ),
+    ],
+)
+def test_new_statements_suggest(edits: dict[int, str], hint: str) -> None:
+    with pytest.raises(SpaceError) as info:
+        parse_space(with_lines(TINY, edits), "t.space")
+    assert info.value.hint == hint
+
+
+def test_pytorch_names_are_aliases() -> None:
+    """silu, hardswish and hardsigmoid are stored under the IR's names."""
+    text = with_lines(
+        TINY,
+        {
+            10: "    act {relu, silu, hardswish}",
+            12: "    se act silu, gate hardsigmoid\n}",
+            14: "stem conv 3x3 16 stride 2 act hardswish",
+            16: "    mbconv m 1 (8, 16, 8) 1 1 act=silu",
+        },
+    )
+    space = parse_space(text)
+    micro = space.micros[0]
+    assert micro.act.choices == ("relu", "swish", "hswish")
+    assert (micro.se_act, micro.gate) == ("swish", "hsigmoid")
+    assert space.stem[0].act == "hswish"
+    assert space.rows[0].overrides[0].choices == ("swish",)
+
+
+def test_se_and_batchnorm_settings() -> None:
+    text = with_lines(
+        TINY,
+        {
+            6: "batchnorm eps 1e-3, momentum 0.01",
+            12: "    se ratio 0.25 of input, width floor, divisor 1, act block\n}",
+        },
+    )
+    space = parse_space(text)
+    micro = space.micros[0]
+    assert (space.bn_eps, space.bn_momentum) == (1e-3, 0.01)
+    assert (micro.se_width, micro.se_divisor, micro.se_act, micro.se_relative_to) == (
+        "floor",
+        1,
+        "block",
+        "input",
+    )
+    # floor: a quarter of 18 input channels is 4 (round to 8 would give 8).
+    assert micro.se_channels(18, 108) == 4
+    assert micro.se_act_for("hswish") == "hswish"
+    defaults = parse_space(TINY)
+    assert (defaults.bn_eps, defaults.bn_momentum) == (1e-5, 0.1)
+    assert defaults.micros[0].se_channels(16, 96) == 24  # round 24 to 8: 24
+    assert defaults.micros[0].se_channels(16, 16) == 8  # 4 rounds up to the divisor
 
 
 def test_there_are_at_least_thirty_bad_inputs() -> None:

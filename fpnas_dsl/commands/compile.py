@@ -38,8 +38,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fpnas_dsl.parser import load_space
-    from fpnas_dsl.summary import render, summarize
+    from fpnas_dsl.api import load_space, summarize
+    from fpnas_dsl.summary import render
 
     space = load_space(
         args.space,

@@ -1,6 +1,9 @@
-"""`fpnas cost SPACE ARCH.json`: FLOPS and params of one architecture.
+"""`fpnas cost SPACE [ARCH.json]`: FLOPS and params of one architecture.
 
-    fpnas cost SPACE ARCH.json [--resolution N] [--count-pool] [--json]
+    fpnas cost SPACE [ARCH.json] [--resolution N] [--count-pool] [--json]
+
+Without ARCH.json, SPACE must be fixed (one network, `ir.count_networks`): its network is
+priced.
 
 ARCH.json is a readable architecture (`{"blocks": [{"kernel": 5, "act": "swish", ...}]}`,
 optionally with `space`, `resolution`, `in_channels`, `classes`), such as the arch.json a
@@ -12,9 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fpnas_dsl.errors import FpnasError
+
+if TYPE_CHECKING:
+    from fpnas_dsl.ir import Architecture, Space
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
@@ -26,7 +32,12 @@ def register(sub: Any, name: str, help_text: str) -> None:
         "exact analytical cost model.",
     )
     parser.add_argument("space", metavar="SPACE", help="a .space file, or a bundled space's name")
-    parser.add_argument("arch", metavar="ARCH.json", help="the architecture, as JSON")
+    parser.add_argument(
+        "arch",
+        metavar="ARCH.json",
+        nargs="?",
+        help="the architecture, as JSON (not needed when SPACE is a fixed network)",
+    )
     parser.add_argument(
         "--resolution", type=int, metavar="N", help="price at this input resolution instead"
     )
@@ -46,11 +57,17 @@ def read_architecture(path: str) -> dict[str, Any]:
     return read_arch_doc(path)
 
 
-def run(args: argparse.Namespace) -> int:
-    from fpnas_dsl.archfile import arch_from_blocks, input_fields
-    from fpnas_dsl.cost import arch_cost
+def _architecture(args: argparse.Namespace) -> tuple[Space, Architecture]:
+    """The space and the architecture to price: ARCH.json's, or a fixed space's one."""
+    from fpnas_dsl.archfile import arch_from_blocks, input_fields, load_fixed
     from fpnas_dsl.parser import load_space
 
+    if args.arch is None:
+        return load_fixed(
+            args.space,
+            resolution=args.resolution,
+            advice=f"give the architecture to price: fpnas cost {args.space} ARCH.json",
+        )
     doc = read_architecture(args.arch)
     # --resolution replaces what the file records: only the file's other fields count.
     fields = {
@@ -65,8 +82,14 @@ def run(args: argparse.Namespace) -> int:
         raise FpnasError(
             f"{args.arch}: architecture of space {name!r}, not of {space.name!r} ({args.space})"
         )
-    arch = arch_from_blocks(space, doc["blocks"], args.arch)
-    flops, params = arch_cost(space, arch, count_pool=args.count_pool)
+    return space, arch_from_blocks(space, doc["blocks"], args.arch)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fpnas_dsl.api import network_cost
+
+    space, arch = _architecture(args)
+    flops, params = network_cost(space, arch, count_pool=args.count_pool)
     if args.json:
         out = {
             "space": space.name,

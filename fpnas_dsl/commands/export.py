@@ -1,4 +1,4 @@
-"""`fpnas export RUN_DIR|TRAIN_DIR|ARCH.json --format onnx|torchscript|json -o FILE`."""
+"""`fpnas export RUN_DIR|TRAIN_DIR|ARCH.json|SPACE --format onnx|torchscript|json -o FILE`."""
 
 from __future__ import annotations
 
@@ -17,10 +17,12 @@ def register(sub: Any, name: str, help_text: str) -> None:
             "reporting success (ONNX: onnx.checker and ONNX Runtime against PyTorch; "
             "TorchScript: torch.jit.load against PyTorch; batch sizes 1 and 8). A search run "
             "directory exports with the supernet's weights, a training directory with its "
-            "trained weights, a bare arch.json freshly initialised unless --weights is given."
+            "trained weights, a bare arch.json or a fixed space (a .space file or bundled "
+            "name with one network) freshly initialised, with batch-norm statistics measured "
+            "on random inputs so that the logits are of unit scale, unless --weights is given."
         ),
     )
-    p.add_argument("source", metavar="RUN_DIR|TRAIN_DIR|ARCH.json")
+    p.add_argument("source", metavar="RUN_DIR|TRAIN_DIR|ARCH.json|SPACE")
     # Checked by the library, not by argparse `choices`, so that a wrong format is the
     # same one-line error as every other bad input.
     p.add_argument("--format", "-f", required=True, metavar="{onnx,torchscript,json}")
@@ -38,7 +40,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
         type=float,
         default=1e-4,
         metavar="X",
-        help="max |exported - PyTorch| accepted by the check (default 1e-4)",
+        help="max |exported - PyTorch| / max |PyTorch logit| accepted by the check (default 1e-4)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh init and test inputs")
     p.add_argument(
@@ -57,9 +59,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fpnas_dsl.export import export
+    from fpnas_dsl.api import export_network
 
-    report = export(
+    report = export_network(
         args.source,
         args.format,
         args.output,
@@ -88,10 +90,10 @@ def run(args: argparse.Namespace) -> int:
     if report.format != "json":
         print(f"  weights: {report.weights}")
         checked = "ONNX Runtime" if report.format == "onnx" else "torch.jit.load"
-        diffs = ", ".join(f"{d:.2e} (batch {b})" for b, d in report.max_abs_diff.items())
+        diffs = ", ".join(f"{r:.1e} (batch {b})" for b, r in report.max_rel_diff.items())
         print(
-            f"  verified with {checked} against PyTorch on random inputs: max |diff| {diffs} "
-            f"<= {args.tolerance:g} (max |logit| {report.output_scale:.3g})"
+            f"  verified with {checked} against PyTorch on random inputs: max |diff| / max "
+            f"|logit| {diffs} <= {args.tolerance:g}; max |logit| {report.output_scale:.3g}"
         )
         if report.checker:
             print(f"  passed {report.checker}")

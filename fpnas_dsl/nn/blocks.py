@@ -31,6 +31,7 @@ __all__ = [
     "init_weights",
     "make_act",
     "make_gate",
+    "set_batchnorm",
 ]
 
 #: Activation name -> module class (what the standalone networks hold).
@@ -118,12 +119,13 @@ class ConvBnAct(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-excite as torchvision's: pool -> 1x1 conv -> ReLU -> 1x1 conv -> gate -> scale."""
+    """Squeeze-excite as torchvision's: pool -> 1x1 conv -> act (ReLU unless the micro
+    says otherwise) -> 1x1 conv -> gate -> scale."""
 
-    def __init__(self, chs: int, rd_chs: int, gate: str = "sigmoid") -> None:
+    def __init__(self, chs: int, rd_chs: int, gate: str = "sigmoid", act: str = "relu") -> None:
         super().__init__()
         self.conv_reduce = nn.Conv2d(chs, rd_chs, 1, bias=True)
-        self.act1 = nn.ReLU()
+        self.act1 = make_act(act)
         self.conv_expand = nn.Conv2d(rd_chs, chs, 1, bias=True)
         self.gate = make_gate(gate)
 
@@ -203,6 +205,14 @@ class MBConv(nn.Module):
         if self.has_skip:
             x = x + shortcut
         return x
+
+
+def set_batchnorm(module: nn.Module, eps: float, momentum: float) -> None:
+    """Give every batch-norm of `module` the space's eps and momentum (`batchnorm ...`)."""
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = eps
+            m.momentum = momentum
 
 
 @torch.no_grad()

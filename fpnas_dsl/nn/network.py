@@ -28,6 +28,7 @@ from fpnas_dsl.nn.blocks import (
     SqueezeExcite,
     init_weights,
     make_act,
+    set_batchnorm,
 )
 
 __all__ = ["Network", "build_block", "build_network", "make_classifier", "resolve_arch"]
@@ -86,7 +87,7 @@ def build_block(block: ConcreteBlock) -> nn.Module:
     attn: nn.Module | None = None
     splits = 1
     if block.splits == 1:
-        attn = SqueezeExcite(block.mid_channels, block.se_channels, block.micro.gate)
+        attn = SqueezeExcite(block.mid_channels, block.se_channels, block.micro.gate, block.se_act)
     elif block.splits >= 2:
         splits = block.splits
         attn = SplitAttention(block.mid_channels, splits, block.sa_channels)
@@ -142,6 +143,7 @@ def build_network(space: Space, arch: Architecture | npt.ArrayLike, init: bool =
         nn.Sequential(*head),
         make_classifier(space, cin),
     )
+    set_batchnorm(net, space.bn_eps, space.bn_momentum)
     if init:
         init_weights(net)
     return net

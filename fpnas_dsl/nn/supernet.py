@@ -57,7 +57,6 @@ from fpnas_dsl.ir import (
     Slot,
     Space,
     encode,
-    make_divisible,
     mid_channels,
 )
 from fpnas_dsl.nn.blocks import (
@@ -67,6 +66,7 @@ from fpnas_dsl.nn.blocks import (
     activation_fn,
     gate_fn,
     init_weights,
+    set_batchnorm,
 )
 from fpnas_dsl.nn.network import Network, build_network, make_classifier
 
@@ -264,7 +264,9 @@ def _run_mbconv(
         se: SqueezeExcite = op.attn[p.attention]  # type: ignore[assignment]
         reduce, expand_ = se.conv_reduce, se.conv_expand
         s = x.mean((2, 3), keepdim=True)
-        s = F.relu(F.conv2d(s, _lead(reduce.weight, att, mid), _lead(reduce.bias, att)))
+        s = activation_fn(p.se_act)(
+            F.conv2d(s, _lead(reduce.weight, att, mid), _lead(reduce.bias, att))
+        )
         s = F.conv2d(s, _lead(expand_.weight, mid, att), _lead(expand_.bias, mid))
         x = x * gate(s)
     elif splits >= 2:
@@ -306,6 +308,8 @@ class BlockPlan:
     residual: bool
     kernel: int = 0
     attention: str = "none"
+    #: The activation inside squeeze-excite (`Micro.se_act`, resolved for this block).
+    se_act: str = "relu"
 
 
 @dataclass(frozen=True)
@@ -357,6 +361,7 @@ class Supernet(nn.Module):
                 cin = conv.out_channels
             self.head = nn.Sequential(*head)
             self.classifier = make_classifier(space, cin)
+        set_batchnorm(self, space.bn_eps, space.bn_momentum)
         self.to_empty(device=torch.get_default_device() if device is None else device)
         self.reset_parameters()
         self._lookups = [_Lookup.of(spec) for spec in space.blocks]
@@ -437,8 +442,7 @@ class Supernet(nn.Module):
         splits = ATTENTION_SPLITS[attention]
         att = 0
         if splits == 1:
-            base = cin if micro.se_relative_to == "input" else mid
-            att = make_divisible(base * micro.se_ratio, micro.divisor)
+            att = micro.se_channels(cin, mid)
         elif splits >= 2:
             att = max(int(mid * splits * micro.sa_ratio), micro.sa_min_width)
         return BlockPlan(
@@ -454,6 +458,7 @@ class Supernet(nn.Module):
             same_shape,
             kernel,
             attention,
+            micro.se_act_for(act),
         )
 
     # ------------------------------------------------------------------ forward

@@ -35,7 +35,7 @@ from fpnas_dsl.footprint import (
     supernet_size,
     training_bytes,
 )
-from fpnas_dsl.ir import Space
+from fpnas_dsl.ir import Space, count_networks
 from fpnas_dsl.parser import load_space
 from fpnas_dsl.search.checkpoint import CHECKPOINT, load_checkpoint
 from fpnas_dsl.search.config import (
@@ -66,12 +66,13 @@ def default_run_dir(config: SearchConfig) -> Path:
 
 
 def check_searchable(space: Space) -> None:
-    """Refuse a space with nothing to decide: it is one architecture."""
-    if not space.layout.decisions:
+    """Refuse a space with nothing to decide: it is one network (every choice has one
+    value, or the only open ones belong to skipped blocks, `ir.count_networks`)."""
+    if not space.layout.decisions or count_networks(space) == 1:
         raise FpnasError(
-            f"space {space.name!r} is fixed: every choice has one value, so it is a single "
-            f"architecture and there is nothing to search. Train it with `fpnas train "
-            f"{space.name} --out DIR`, or price it with `fpnas cost`"
+            f"space {space.name!r} is fixed: it holds a single network, so there is nothing "
+            f"to search. Train it with `fpnas train {space.name} --out DIR`, or price it with "
+            f"`fpnas cost {space.name}`"
         )
 
 
