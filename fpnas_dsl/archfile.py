@@ -33,7 +33,7 @@ INPUT_FIELDS = ("resolution", "in_channels", "classes")
 def arch_document(space: Space, arch: Architecture, **extra: Any) -> dict[str, Any]:
     doc: dict[str, Any] = arch.model_dump(mode="json")
     doc.update(extra)
-    doc["ir"] = space.model_dump(mode="json")
+    doc["ir"] = space.portable_dump()
     return doc
 
 

@@ -62,6 +62,36 @@ class _Node(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def portable_path(file: str) -> str:
+    """A space's file name as a file written for users may hold it: a bundled space by its
+    name, a path below the working directory relative to it, any other absolute path by
+    its file name; never the directory layout of the machine that wrote it."""
+    from pathlib import Path
+
+    from fpnas_dsl.resources import spaces_dir
+
+    path = Path(file)
+    if file.startswith("<") or not path.is_absolute():
+        return file
+    if path.parent.resolve() == spaces_dir().resolve():
+        return path.stem
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return path.name
+
+
+def _portable(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: portable_path(v) if k in ("file", "source") and isinstance(v, str) else _portable(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_portable(v) for v in node]
+    return node
+
+
 class Span(_Node):
     """Where a node came from: 1-based line and column of its first and last character."""
 
@@ -185,6 +215,12 @@ class Space(_Node):
     bn_momentum: float = 0.1
     source: str = "<string>"
     span: Span | None = None
+
+    def portable_dump(self) -> dict[str, Any]:
+        """The IR as JSON for files users keep (arch.json, space.json, `compile --ir`):
+        file names through `portable_path`."""
+        dumped: dict[str, Any] = _portable(self.model_dump(mode="json"))
+        return dumped
 
     def micro(self, name: str) -> Micro:
         for micro in self.micros:

@@ -350,3 +350,24 @@ def test_skipping_saves_passes_and_keeps_the_result(tmp_path: Path, epochs: int)
     if epochs == 2:
         assert np.abs(full_logits - skip_logits).max() < 0.1
     assert full_blocks == skip_blocks
+
+
+def test_run_files_hold_no_machine_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fpnas_dsl.parser import load_space
+    from fpnas_dsl.search.checkpoint import space_digest
+
+    work = tmp_path / "work"
+    (work / "spaces").mkdir(parents=True)
+    shutil.copy(TINY, work / "spaces" / "tiny.space")
+    monkeypatch.chdir(work)
+    run_search(Path("run"), space="spaces/tiny.space", epochs=2)
+    for path in sorted((work / "run").iterdir()):
+        if path.suffix in (".json", ".jsonl"):
+            assert str(tmp_path) not in path.read_text(), path.name
+    spans = json.loads((work / "run" / "arch.json").read_text())["ir"]["span"]
+    assert spans["file"] == "spaces/tiny.space"
+    # A bundled space is named, not located; an absolute path elsewhere keeps its file name.
+    assert load_space("fpnas_28px").portable_dump()["source"] == "fpnas_28px"
+    assert load_space(TINY).portable_dump()["span"]["file"] == "tiny.space"
+    # The checkpoint's digest does not depend on where the file was read from.
+    assert space_digest(load_space(TINY)) == space_digest(load_space("spaces/tiny.space"))

@@ -48,13 +48,13 @@ def run(args: argparse.Namespace) -> int:
         classes=args.classes,
     )
     if args.ir == "-":
-        sys.stdout.write(space.model_dump_json(indent=2) + "\n")
+        sys.stdout.write(json.dumps(space.portable_dump(), indent=2) + "\n")
         return 0
     summary = summarize(space)
     if args.ir:
         # Missing directories are created, as `fpnas search --out` creates its run
         # directory; the file appears whole or not at all.
-        write_text_atomic(Path(args.ir), space.model_dump_json(indent=2) + "\n")
+        write_text_atomic(Path(args.ir), json.dumps(space.portable_dump(), indent=2) + "\n")
     if args.json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fpnas_dsl.commands import add_space_option
+
 FORMATS = ("onnx", "torchscript", "json")
 
 
@@ -43,12 +45,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
         help="max |exported - PyTorch| / max |PyTorch logit| accepted by the check (default 1e-4)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the fresh init and test inputs")
-    p.add_argument(
-        "--space",
-        metavar="SPACE",
-        help="read a minimal ARCH.json (blocks without the compiled 'ir') against this "
-        ".space file or bundled space",
-    )
+    add_space_option(p)
     p.add_argument(
         "--data",
         metavar="SPEC",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fpnas_dsl.commands import add_space_option
+
 
 def register(sub: Any, name: str, help_text: str) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
@@ -26,12 +28,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
         help="write PREFIX.png, PREFIX.svg (and PREFIX-search.png or PREFIX-training.png); "
         "default: beside ARCH.json, or RUN_DIR/arch.png, RUN_DIR/search.png",
     )
-    p.add_argument(
-        "--space",
-        metavar="SPACE",
-        help="read a minimal ARCH.json (blocks without the compiled 'ir') against this "
-        ".space file or bundled space",
-    )
+    add_space_option(p)
     p.set_defaults(func=run)
 
 

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from fpnas_dsl.commands import add_space_option
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -31,12 +33,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
         ),
     )
     p.add_argument("arch", nargs="?", metavar="ARCH", help="arch.json, run dir, or fixed space")
-    p.add_argument(
-        "--space",
-        metavar="SPACE",
-        help="read a minimal ARCH.json (blocks without the compiled 'ir') against this "
-        ".space file or bundled space",
-    )
+    add_space_option(p)
     p.add_argument(
         "--out", "-o", metavar="DIR", help="training directory (required unless --resume)"
     )

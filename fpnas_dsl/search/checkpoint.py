@@ -35,8 +35,17 @@ REQUIRED = (
 
 
 def space_digest(space: Space) -> str:
-    text = json.dumps(space.model_dump(mode="json", exclude={"source"}), sort_keys=True)
+    """What the space is, whatever file it was read from or where that file lives."""
+    text = json.dumps(_without_files(space.model_dump(mode="json")), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _without_files(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_files(v) for k, v in node.items() if k not in ("file", "source")}
+    if isinstance(node, list):
+        return [_without_files(v) for v in node]
+    return node
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:

@@ -17,6 +17,7 @@ warm-up and FD->JD epochs stay those of the run.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -229,7 +230,7 @@ def prepare_search(config: SearchConfig, resume: Path | None = None, log: Log = 
         if created is not None:
             created.make()
             save_config(config, run_dir / CONFIG_FILE)
-            (run_dir / SPACE_FILE).write_text(space.model_dump_json(indent=2) + "\n")
+            (run_dir / SPACE_FILE).write_text(json.dumps(space.portable_dump(), indent=2) + "\n")
         search = Search(config, space, data, run_dir)
         if state is not None:
             search.restore(run_dir / CHECKPOINT, log, state)
