@@ -1,0 +1,49 @@
+"""One rank of `fpnas search` under torchrun that also records, for test_distributed.py,
+alpha after every iteration and what the rank found at the end.
+
+    torchrun --nproc-per-node 2 tests/distributed_worker.py RECORD_DIR search SPACE ...
+
+Writes RECORD_DIR/alpha<rank>.npz (one array per iteration, in order) and
+RECORD_DIR/result<rank>.json (the result, the argmax and a digest of the weights).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fpnas_dsl.cli import main
+from fpnas_dsl.search.distributed import state_digest
+from fpnas_dsl.search.loop import Search
+
+record = Path(sys.argv[1])
+rank = int(os.environ.get("RANK", "0"))
+alphas: list[np.ndarray] = []
+real_iteration = Search.iteration
+real_finish = Search.finish
+
+
+def iteration(self: Search, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    out = real_iteration(self, *args, **kwargs)
+    alphas.append(self.dist.logits.copy())
+    return out
+
+
+def finish(self: Search) -> dict[str, Any]:
+    result = real_finish(self)
+    digest = state_digest(self.dist.logits, self.supernet.parameters())
+    doc = {"argmax": self.dist.argmax().tolist(), "digest": digest, **result}
+    (record / f"result{rank}.json").write_text(json.dumps(doc))
+    return result
+
+
+Search.iteration = iteration  # type: ignore[method-assign]
+Search.finish = finish  # type: ignore[method-assign]
+code = main(sys.argv[2:])
+np.savez(record / f"alpha{rank}.npz", *alphas)
+sys.exit(code)
