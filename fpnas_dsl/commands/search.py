@@ -143,16 +143,23 @@ def run(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace, group: Group) -> int:
     from fpnas_dsl.search.config import make_config
-    from fpnas_dsl.search.distributed import cpu_copy
+    from fpnas_dsl.search.distributed import cpu_copy, everywhere
     from fpnas_dsl.search.run import join_search, prepare_search
 
     # Rank 0 settles the settings (a resumed run's are in its config.json), every rank
     # builds its search at the same time, then the others take rank 0's state and run
     # directory; only rank 0 touches the run directory.
-    settings = _from_rank_0(group, lambda: _settle(args).model_dump())
+    settings = _from_rank_0(group, lambda: _settle(args, group).model_dump())
     config = make_config(settings)
     if group.main:
-        search = prepare_search(config, resume=args.resume, group=group)
+        try:
+            search = prepare_search(config, resume=args.resume, group=group)
+        except FpnasError as err:
+            group.broadcast(("failed", err.exit_code))  # the others end with its code
+            raise everywhere(err) from None
+        except BaseException as err:
+            group.broadcast(("failed", _exit_code(err)))
+            raise
         try:
             group.broadcast(("ok", (str(search.run_dir), cpu_copy(search.state()))))
         except BaseException:
@@ -168,18 +175,21 @@ def _search(args: argparse.Namespace, group: Group) -> int:
     return 0
 
 
-def _settle(args: argparse.Namespace) -> Any:
+def _settle(args: argparse.Namespace, group: Group) -> Any:
     from fpnas_dsl.search.config import make_config
     from fpnas_dsl.search.run import resume_config
 
     values, origins = given_settings(args)
     if args.resume is not None:
-        return resume_config(args.resume, values, origins)
-    if "space" not in values:
-        raise FpnasError("missing SPACE (a .space file or a bundled space name)")
-    if "target_flops" not in values:
-        raise FpnasError("missing --target-flops (the FLOPS the architecture may use)")
-    return make_config(values, origins=origins)
+        config = resume_config(args.resume, values, origins)
+    else:
+        if "space" not in values:
+            raise FpnasError("missing SPACE (a .space file or a bundled space name)")
+        if "target_flops" not in values:
+            raise FpnasError("missing --target-flops (the FLOPS the architecture may use)")
+        config = make_config(values, origins=origins)
+    group.check_batch(config.batch_size)
+    return config
 
 
 def _exit_code(err: BaseException) -> int:
@@ -199,6 +209,8 @@ def _quiet(code: int) -> FpnasError:
 
 def _from_rank_0(group: Group, make: Callable[[], T]) -> T:
     """Rank 0's `make()` on every rank; when it fails there, every rank ends with its code."""
+    from fpnas_dsl.search.distributed import everywhere
+
     if not group.main:
         status, value = group.broadcast(("", cast(Any, None)))
         if status != "ok":
@@ -206,6 +218,9 @@ def _from_rank_0(group: Group, make: Callable[[], T]) -> T:
         return cast(T, value)
     try:
         value = make()
+    except FpnasError as err:
+        group.broadcast(("failed", err.exit_code))
+        raise everywhere(err) from None
     except BaseException as err:
         group.broadcast(("failed", _exit_code(err)))
         raise
