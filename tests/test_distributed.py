@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from test_search import TINY, cli_args, iters, read_metrics
 
 from fpnas_dsl.distribution import Distribution
@@ -280,3 +281,28 @@ def test_hung_rank_is_named_within_the_timeout(tmp_path: Path) -> None:
     # Rank 0's collective gives up after the 5 s timeout and names the silent rank.
     assert message in text and "timeout of 5 s" in text, text
     assert 4 < named < 20 and code != 0 and ended < 30, (named, ended, text)
+
+
+def test_the_ranks_parts_make_up_each_batch() -> None:
+    from fpnas_dsl.data import TensorImageSet, batches
+    from fpnas_dsl.search.distributed import Shard
+
+    images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1)
+    data = TensorImageSet(images, torch.arange(40))
+    whole = [y for _, y in batches(data, 8, seed=3, epoch=2)]
+    parts = [[y for _, y in batches(Shard(data, r, 2), 8, seed=3, epoch=2)] for r in (0, 1)]
+    for b, y in enumerate(whole):
+        assert torch.equal(torch.cat([parts[0][b], parts[1][b]]), y)  # in order, disjoint
+    # From batch 3 on (a resumed epoch), the same parts.
+    later = [y for _, y in batches(Shard(data, 1, 2), 8, seed=3, epoch=2, start=3)]
+    assert all(torch.equal(a, b) for a, b in zip(later, parts[1][3:], strict=True))
+
+
+def test_a_setting_refused_on_rank_0_is_said_once(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = cli_args(run_dir, **{**OVERRIDES, "batch_size": 15})
+    code = run(launcher(2, "-m", "fpnas_dsl", *args), tmp_path, tmp_path / "log")
+    text = (tmp_path / "log").read_text()
+    assert code != 0 and not run_dir.exists()
+    message = "fpnas search: --batch-size 15 is the global batch and does not split over 2"
+    assert text.count(message) == 1, text
