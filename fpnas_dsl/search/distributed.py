@@ -200,6 +200,8 @@ class TorchGroup(Group):
         self, params: Iterable[torch.nn.Parameter], extras: list[float], what: str
     ) -> list[float]:
         grads = [p.grad for p in params if p.grad is not None]
+        if not grads and not extras:  # no sample trained (the same on every rank)
+            return extras
         device = grads[0].device if grads else self.device
         parts = [g.reshape(-1) for g in grads]
         parts.append(torch.tensor(extras, dtype=torch.float32, device=device))
