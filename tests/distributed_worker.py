@@ -5,6 +5,7 @@ alpha after every iteration and what the rank found at the end.
 
 Writes RECORD_DIR/alpha<rank>.npz (one array per iteration, in order) and
 RECORD_DIR/result<rank>.json (the result, the argmax and a digest of the weights).
+With NUDGE_RANK=r, rank r changes one weight after its first iteration.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from fpnas_dsl.cli import main
 from fpnas_dsl.search.distributed import state_digest
@@ -28,9 +30,16 @@ real_iteration = Search.iteration
 real_finish = Search.finish
 
 
+#: A rank whose weights are nudged after its first iteration (the ranks must notice).
+nudged = int(os.environ.get("NUDGE_RANK", "-1"))
+
+
 def iteration(self: Search, *args: Any, **kwargs: Any) -> dict[str, Any]:
     out = real_iteration(self, *args, **kwargs)
     alphas.append(self.dist.logits.copy())
+    if rank == nudged and len(alphas) == 1:
+        with torch.no_grad():
+            next(self.supernet.parameters()).view(-1)[0] += 1e-6
     return out
 
 

@@ -74,9 +74,11 @@ def rank_pid(launcher_pid: int, rank: int) -> int:
 
 
 @contextmanager
-def launched(cmd: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def launched(
+    cmd: list[str], cwd: Path, log: Path, **env_vars: str
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run `cmd` with its output in `log`; whatever happens, kill what is left of it."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env_vars}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -89,8 +91,8 @@ def launched(cmd: list[str], cwd: Path, log: Path) -> Iterator[subprocess.Popen[
             proc.wait()
 
 
-def run(cmd: list[str], cwd: Path, log: Path) -> int:
-    with launched(cmd, cwd, log) as proc:
+def run(cmd: list[str], cwd: Path, log: Path, **env_vars: str) -> int:
+    with launched(cmd, cwd, log, **env_vars) as proc:
         try:
             return proc.wait(timeout=LIMIT)
         except subprocess.TimeoutExpired:
@@ -306,3 +308,12 @@ def test_a_setting_refused_on_rank_0_is_said_once(tmp_path: Path) -> None:
     assert code != 0 and not run_dir.exists()
     message = "fpnas search: --batch-size 15 is the global batch and does not split over 2"
     assert text.count(message) == 1, text
+
+
+def test_ranks_that_drift_apart_are_stopped(tmp_path: Path) -> None:
+    args = cli_args(tmp_path / "run", **OVERRIDES)
+    log = tmp_path / "log"
+    code = run(launcher(2, WORKER, str(tmp_path), *args), tmp_path, log, NUDGE_RANK="1")
+    text = log.read_text()
+    assert code != 0
+    assert text.count("the ranks no longer agree on alpha and the weights after epoch 1") == 1

@@ -231,9 +231,11 @@ class TorchGroup(Group):
         return box[0]
 
     def check_same(self, digest: Callable[[], str], what: str) -> None:
-        mine = digest()
-        every: list[Any] = [None] * self.world
-        self._collective(what, lambda: self.dist.all_gather_object(every, mine))
+        # A CPU tensor, so that gloo carries it even where CUDA tensors go through NCCL.
+        mine = torch.frombuffer(bytearray(digest().encode()), dtype=torch.uint8)
+        gathered = [torch.empty_like(mine) for _ in range(self.world)]
+        self._collective(what, lambda: self.dist.all_gather(gathered, mine))
+        every = [bytes(t.tolist()).decode() for t in gathered]
         if len(set(every)) > 1:
             groups = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(every))
             raise everywhere(
@@ -260,9 +262,9 @@ class TorchGroup(Group):
 
     def _collective(self, what: str, fn: Callable[[], Any]) -> None:
         self.count += 1
-        # Where this rank is, for the diagnosis of a rank whose collective fails.
-        self.store.set(f"fpnas/at/{self.rank}", f"{self.count} {what}")
         try:
+            # Where this rank is, for the diagnosis of a rank whose collective fails.
+            self.store.set(f"fpnas/at/{self.rank}", f"{self.count} {what}")
             fn()
         except (RuntimeError, ValueError) as exc:  # DistBackendError is a RuntimeError
             error = RunError(f"rank {self.rank}: {self._diagnose(what, exc)}")
