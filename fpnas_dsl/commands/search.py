@@ -1,13 +1,21 @@
-"""`fpnas search SPACE --target-flops F ...` and `fpnas search --resume RUN_DIR`."""
+"""`fpnas search SPACE --target-flops F ...` and `fpnas search --resume RUN_DIR`, alone or
+on every rank of `torchrun --nproc-per-node N -m fpnas_dsl search ...`."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.errors import FpnasError, Interrupted, RunError
+
+if TYPE_CHECKING:
+    from fpnas_dsl.search.distributed import Group
+    from fpnas_dsl.search.loop import Search
+
+T = TypeVar("T")
 
 #: flag -> (type, help); every SearchConfig field is a flag and a config-file key.
 FLAGS: dict[str, tuple[Any, str]] = {
@@ -78,6 +86,13 @@ def register(
         "--data-dir may change (other settings that differ are refused)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="under torchrun: how long a rank waits for the others before the job ends "
+        "with a message naming the rank that did not answer (default 300)",
+    )
     p.set_defaults(func=run)
 
 
@@ -103,21 +118,124 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 
 def run(args: argparse.Namespace) -> int:
+    from fpnas_dsl.search import distributed
+
+    if args.timeout is not None and not args.timeout > 0:
+        raise FpnasError(f"--timeout {args.timeout:g}: give a number of seconds above 0")
+    group = distributed.join(args.timeout or distributed.DEFAULT_TIMEOUT)
+    try:
+        code = _search(args, group)
+    except FpnasError as err:
+        if group.world == 1:
+            raise
+        if getattr(err, "shared", False):  # every rank raised it: rank 0 says it
+            group.close()
+            if not group.main:
+                return err.exit_code
+            raise
+        if not getattr(err, "rank_named", False):
+            err.args = (f"rank {group.rank}: {err}",)
+        group.report_failure(str(err))
+        raise
+    group.close()
+    return code
+
+
+def _search(args: argparse.Namespace, group: Group) -> int:
     from fpnas_dsl.search.config import make_config
-    from fpnas_dsl.search.run import prepare_search, resume_config
+    from fpnas_dsl.search.distributed import cpu_copy, everywhere
+    from fpnas_dsl.search.run import join_search, prepare_search
+
+    # Rank 0 settles the settings (a resumed run's are in its config.json), every rank
+    # builds its search at the same time, then the others take rank 0's state and run
+    # directory; only rank 0 touches the run directory.
+    settings = _from_rank_0(group, lambda: _settle(args, group).model_dump())
+    config = make_config(settings)
+    if group.main:
+        try:
+            search = prepare_search(config, resume=args.resume, group=group)
+        except FpnasError as err:
+            group.broadcast(("failed", err.exit_code))  # the others end with its code
+            raise everywhere(err) from None
+        except BaseException as err:
+            group.broadcast(("failed", _exit_code(err)))
+            raise
+        try:
+            group.broadcast(("ok", (str(search.run_dir), cpu_copy(search.state()))))
+        except BaseException:
+            if search.discard is not None:
+                search.discard()
+            raise
+        print(f"fpnas search: run directory {search.run_dir}", flush=True)
+    else:
+        search = _joined(group, join_search(config, group))
+    result = search.run(progress=not args.no_progress)
+    if group.main:
+        print(json.dumps({"run_dir": str(search.run_dir), **result}, indent=2))
+    return 0
+
+
+def _settle(args: argparse.Namespace, group: Group) -> Any:
+    from fpnas_dsl.search.config import make_config
+    from fpnas_dsl.search.run import resume_config
 
     values, origins = given_settings(args)
     if args.resume is not None:
         config = resume_config(args.resume, values, origins)
-        search = prepare_search(config, resume=args.resume)
     else:
         if "space" not in values:
             raise FpnasError("missing SPACE (a .space file or a bundled space name)")
         if "target_flops" not in values:
             raise FpnasError("missing --target-flops (the FLOPS the architecture may use)")
         config = make_config(values, origins=origins)
-        search = prepare_search(config)
-    print(f"fpnas search: run directory {search.run_dir}", flush=True)
-    result = search.run(progress=not args.no_progress)
-    print(json.dumps({"run_dir": str(search.run_dir), **result}, indent=2))
-    return 0
+    group.check_batch(config.batch_size)
+    return config
+
+
+def _exit_code(err: BaseException) -> int:
+    if isinstance(err, FpnasError):
+        return err.exit_code
+    return Interrupted.exit_code if isinstance(err, KeyboardInterrupt) else RunError.exit_code
+
+
+def _quiet(code: int) -> FpnasError:
+    """The end of a rank whose rank 0 failed (and said why)."""
+    from fpnas_dsl.search.distributed import everywhere
+
+    err = everywhere(FpnasError("rank 0 could not start the search"))
+    err.exit_code = code
+    return err
+
+
+def _from_rank_0(group: Group, make: Callable[[], T]) -> T:
+    """Rank 0's `make()` on every rank; when it fails there, every rank ends with its code."""
+    from fpnas_dsl.search.distributed import everywhere
+
+    if not group.main:
+        status, value = group.broadcast(("", cast(Any, None)))
+        if status != "ok":
+            raise _quiet(int(value))
+        return cast(T, value)
+    try:
+        value = make()
+    except FpnasError as err:
+        group.broadcast(("failed", err.exit_code))
+        raise everywhere(err) from None
+    except BaseException as err:
+        group.broadcast(("failed", _exit_code(err)))
+        raise
+    group.broadcast(("ok", value))
+    return value
+
+
+def _joined(group: Group, search: Search) -> Search:
+    """A non-zero rank's search with rank 0's run directory and state."""
+    from fpnas_dsl.search.checkpoint import CHECKPOINT
+
+    status, value = group.broadcast(("", cast(Any, None)))
+    if status != "ok":
+        raise _quiet(int(value))
+    run_dir, state = value
+    search.run_dir = Path(run_dir)
+    search.restore(search.run_dir / CHECKPOINT, None, state)
+    return search

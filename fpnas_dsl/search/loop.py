@@ -10,6 +10,10 @@ During the warm-up, by default, every sample trains with weight 1/K and nothing 
 At the end of epoch `convert_epoch` a mixed schedule turns FD into JD.
 
 Fixed sampling (PARSEC) and FD-only / JD-only distributions are flags of the same loop.
+
+Under torchrun the loop runs on every rank with a `Group` (`fpnas_dsl.search.distributed`)
+that shards the batches, sums the log-likelihoods and averages the gradients; only rank 0
+writes the run directory. Alone, the group is `Single` and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -52,8 +57,9 @@ from fpnas_dsl.search.checkpoint import (
     space_digest,
 )
 from fpnas_dsl.search.config import SearchConfig
+from fpnas_dsl.search.distributed import Group, Single, everywhere, state_digest
 from fpnas_dsl.search.importance import hinge_cost, importance_weights, trained_samples
-from fpnas_dsl.search.scoring import supernet_accuracy
+from fpnas_dsl.search.scoring import supernet_counts
 
 #: Training batches used to re-estimate batch-norm statistics of an architecture
 #: before it is scored with the supernet's weights (the running statistics of a
@@ -97,12 +103,21 @@ class _StopRequest:
 class Search:
     """One search run in one run directory."""
 
-    def __init__(self, config: SearchConfig, space: Space, data: DataBundle, run_dir: Path) -> None:
+    def __init__(
+        self,
+        config: SearchConfig,
+        space: Space,
+        data: DataBundle,
+        run_dir: Path,
+        group: Group | None = None,
+    ) -> None:
         self.config = config
         self.space = space
         self.data = data
         self.run_dir = run_dir
-        self.device = resolve_device(config.device)
+        self.group = group or Single()
+        self.group.check_batch(config.batch_size)
+        self.device = self.group.place(resolve_device(config.device))
         if config.threads:
             torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
@@ -116,6 +131,9 @@ class Search:
             weight_decay=config.weight_decay,
         )
         self.omega_half, self.alpha_half = split_halves(data.train, config.seed)
+        # This rank's part of every batch (all of it alone); the order is the whole half's.
+        self.omega_part = self.group.shard(self.omega_half)
+        self.alpha_part = self.group.shard(self.alpha_half)
         self.steps = steps_per_epoch(self.omega_half, config.batch_size)
         if config.steps_per_epoch:
             self.steps = min(self.steps, config.steps_per_epoch)
@@ -234,25 +252,39 @@ class Search:
     def _run(self, progress: bool) -> dict[str, Any]:
         from tqdm import tqdm
 
+        main = self.group.main
         metrics_path = self.run_dir / "metrics.jsonl"
-        # A killed run may have logged iterations past its last checkpoint: drop them.
-        with open(metrics_path, "a+b") as fh:
-            fh.truncate(self.position.metrics_bytes)
+        if main:
+            # A killed run may have logged iterations past its last checkpoint: drop them.
+            with open(metrics_path, "a+b") as fh:
+                fh.truncate(self.position.metrics_bytes)
         total = self.config.epochs * self.steps
         done = (self.position.epoch - 1) * self.steps + self.position.step
-        bar = tqdm(total=total, initial=done, disable=not progress, unit="it", dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=done,
+            disable=not (progress and main),
+            unit="it",
+            dynamic_ncols=True,
+        )
         start_wall = time.perf_counter() - self.position.wall
-        with open(metrics_path, "a") as log, _StopRequest() as stop:
+        # Only rank 0 writes the metrics (the others write into the void).
+        sink = metrics_path if main else Path(os.devnull)
+        with open(sink, "a") as log, _StopRequest() as stop:
             while self.position.epoch <= self.config.epochs:
                 epoch = self.position.epoch
                 for x_train, y_train, x_val, y_val in self._epoch_batches(epoch):
-                    if stop.requested:
+                    # Every rank stops at the same iteration, whichever rank was asked to.
+                    where = f"the stop check before epoch {epoch}, step {self.position.step + 1}"
+                    if self.group.any(stop.requested, where):
                         self.position.wall = time.perf_counter() - start_wall
                         self._checkpoint(log)
                         bar.close()
-                        raise Interrupted(
-                            f"interrupted at epoch {epoch}, step {self.position.step}; "
-                            f"resume with: fpnas search --resume {self.run_dir}"
+                        raise everywhere(
+                            Interrupted(
+                                f"interrupted at epoch {epoch}, step {self.position.step}; "
+                                f"resume with: fpnas search --resume {self.run_dir}"
+                            )
                         )
                     record = self.iteration(epoch, x_train, y_train, x_val, y_val)
                     self.position.step += 1
@@ -287,8 +319,8 @@ class Search:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         cfg = self.config
         start = self.position.step
-        train = batches(self.omega_half, cfg.batch_size, cfg.seed, epoch, start)
-        val = batches(self.alpha_half, cfg.batch_size, cfg.seed + 1, epoch, start)
+        train = batches(self.omega_part, cfg.batch_size, cfg.seed, epoch, start)
+        val = batches(self.alpha_part, cfg.batch_size, cfg.seed + 1, epoch, start)
         for _, (xt, yt), (xv, yv) in zip(range(start, self.steps), train, val, strict=False):
             yield (self.prepare(xt), yt.to(self.device), self.prepare(xv), yv.to(self.device))
 
@@ -323,14 +355,23 @@ class Search:
             m_omega, m_alpha = importance_weights(log_likelihoods, costs, cfg.beta)
 
         self.optimizer.zero_grad(set_to_none=True)
-        train_loss = 0.0
         trained, skipped_weight = trained_samples(m_omega, cfg.skip_below)
+        values = []
         for i in trained:
             loss = F.cross_entropy(self.supernet(x_train, archs[i]), y_train)
-            value = loss.detach().item()
+            values.append(loss.detach().item())
+            (loss * float(m_omega[i])).backward()  # type: ignore[no-untyped-call]
+        # Once per iteration, after the K passes: the gradients and the losses, averaged
+        # over the ranks (checked after, so that every rank stops at the same point).
+        values = self.group.average_gradients(
+            self.supernet.parameters(),
+            values,
+            f"the gradient all-reduce of epoch {epoch}, step {self.position.step + 1}",
+        )
+        train_loss = 0.0
+        for i, value in zip(trained, values, strict=True):
             if not math.isfinite(value):
                 self._non_finite(epoch, f"training loss of sample {i + 1}")
-            (loss * float(m_omega[i])).backward()  # type: ignore[no-untyped-call]
             train_loss += float(m_omega[i]) * value
         t2 = time.perf_counter()
 
@@ -359,7 +400,7 @@ class Search:
             "train_loss": train_loss,
             "val_nll": None
             if log_likelihoods is None
-            else float(-(m_omega * log_likelihoods).sum() / len(y_val)),
+            else float(-(m_omega * log_likelihoods).sum() / (len(y_val) * self.group.world)),
             "flops_mean": float(flops.mean()),
             "flops_min": int(flops.min()),
             "flops_max": int(flops.max()),
@@ -379,6 +420,10 @@ class Search:
             for i, arch in enumerate(archs):
                 logits = self.supernet(x_val, arch)
                 out[i] = -float(F.cross_entropy(logits, y_val, reduction="sum"))
+        # One all-reduce: the sums over the whole batch, the same on every rank.
+        out = self.group.sum(
+            out, f"the log-likelihood sum of epoch {epoch}, step {self.position.step + 1}"
+        )
         if not np.all(np.isfinite(out)):
             self._non_finite(epoch, "validation log-likelihood")
         return out
@@ -390,12 +435,18 @@ class Search:
             if checkpoint.exists()
             else "no epoch had finished, so nothing was kept"
         )
-        raise RunError(
-            f"non-finite {what} at epoch {epoch}, step {self.position.step + 1}: stopping; "
-            f"{kept} (try a lower --lr)"
+        raise everywhere(
+            RunError(
+                f"non-finite {what} at epoch {epoch}, step {self.position.step + 1}: "
+                f"stopping; {kept} (try a lower --lr)"
+            )
         )
 
     def end_of_epoch(self, epoch: int) -> dict[str, Any]:
+        self.group.check_same(
+            lambda: state_digest(self.dist.logits, self.supernet.parameters()),
+            f"epoch {epoch}",
+        )
         best = self.dist.argmax()
         flops = int(cost.flops(self.space, best[None])[0])
         accuracy = self.evaluate(best)
@@ -431,12 +482,26 @@ class Search:
             (x for x, _ in batches(self.omega_half, self.config.batch_size, 7, 0)), calibrate
         )
         limit = None if whole else self.config.eval_batches
+        test: Iterable[tuple[torch.Tensor, torch.Tensor]]
         test = itertools.islice(eval_batches(self.data.test, 256), limit)
-        return supernet_accuracy(
+        if self.group.world > 1:
+            # Every rank calibrates on the same batches and scores its share of the test
+            # batches (loaded lazily, so a rank reads only its own).
+            count = -(-len(self.data.test) // 256)
+            mine = self.group.part(count if limit is None else min(limit, count))
+            test = (self.data.test.batch(self._test_indices(b)) for b in mine)
+        correct, seen = supernet_counts(
             self.supernet, decode(self.space, arch), calibration, test, self.prepare
         )
+        totals = self.group.sum(np.array([correct, seen], dtype=np.float64), "the test scores")
+        return float(totals[0]) / max(float(totals[1]), 1.0)
+
+    def _test_indices(self, batch: int) -> torch.Tensor:
+        return torch.arange(batch * 256, min((batch + 1) * 256, len(self.data.test)))
 
     def _checkpoint(self, log: TextIO) -> None:
+        if not self.group.main:
+            return
         log.flush()
         self.position.metrics_bytes = log.tell()
         save_checkpoint(self.run_dir, self.state())
@@ -444,6 +509,8 @@ class Search:
     def _log(self, log: TextIO, record: dict[str, Any]) -> None:
         log.write(json.dumps(record) + "\n")
         log.flush()  # readable line by line while the run goes on (tail -f, tests)
+        if not self.group.main:
+            return
         writer = self._tensorboard()
         step = (record["epoch"] - 1) * self.steps + record.get("step", self.steps)
         for key, value in record.items():
@@ -484,6 +551,8 @@ class Search:
             "trained": self.position.trained,
             "wall_seconds": round(self.position.wall, 1),
         }
+        if not self.group.main:
+            return result
         save_arch(self.run_dir / "arch.json", self.space, arch, **result)
         top5 = [
             {"rank": r, "log_prob": lp, "flops": f, "params": p, **a.model_dump(mode="json")}

@@ -46,6 +46,7 @@ from fpnas_dsl.search.config import (
     origin_name,
     save_config,
 )
+from fpnas_dsl.search.distributed import Group
 from fpnas_dsl.search.loop import Search, resolve_device
 
 CONFIG_FILE = "config.json"
@@ -192,8 +193,8 @@ class _Created:
                 break
 
 
-def prepare_search(config: SearchConfig, resume: Path | None = None, log: Log = _stderr) -> Search:
-    """Check everything, then make (or reopen) the run directory and build the search."""
+def load_inputs(config: SearchConfig) -> tuple[Any, Space]:
+    """The data and the compiled space of a search."""
     data = load_data(config.data, config.data_dir, seed=config.seed)
     space = load_space(
         config.space,
@@ -201,6 +202,18 @@ def prepare_search(config: SearchConfig, resume: Path | None = None, log: Log = 
         in_channels=config.in_channels or data.channels,
         classes=config.classes or data.classes,
     )
+    return data, space
+
+
+def prepare_search(
+    config: SearchConfig,
+    resume: Path | None = None,
+    log: Log = _stderr,
+    group: Group | None = None,
+) -> Search:
+    """Check everything, then make (or reopen) the run directory and build the search
+    (under torchrun: on rank 0, while the other ranks build theirs with `join_search`)."""
+    data, space = load_inputs(config)
     check_searchable(space)
     device = resolve_device(config.device)
     half = len(data.train) // 2
@@ -231,7 +244,7 @@ def prepare_search(config: SearchConfig, resume: Path | None = None, log: Log = 
             created.make()
             save_config(config, run_dir / CONFIG_FILE)
             (run_dir / SPACE_FILE).write_text(json.dumps(space.portable_dump(), indent=2) + "\n")
-        search = Search(config, space, data, run_dir)
+        search = Search(config, space, data, run_dir, group)
         if state is not None:
             search.restore(run_dir / CHECKPOINT, log, state)
             save_config(config, run_dir / CONFIG_FILE)
@@ -246,6 +259,13 @@ def prepare_search(config: SearchConfig, resume: Path | None = None, log: Log = 
         raise
     search.discard = created.discard if created is not None else None
     return search
+
+
+def join_search(config: SearchConfig, group: Group) -> Search:
+    """The search of a rank other than 0: built like rank 0's, from the same settings, and
+    then given rank 0's state (`Search.restore`); it writes nothing."""
+    data, space = load_inputs(config)
+    return Search(config, space, data, Path(config.out or "."), group)
 
 
 def check_epochs(config: SearchConfig, state: dict[str, Any], steps: int) -> None:

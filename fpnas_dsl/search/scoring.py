@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from fpnas_dsl.ir import Architecture
 from fpnas_dsl.nn import Supernet
 
-__all__ = ["recalibrate_batch_norm", "supernet_accuracy"]
+__all__ = ["recalibrate_batch_norm", "supernet_accuracy", "supernet_counts"]
 
 
 @torch.no_grad()
@@ -37,7 +37,6 @@ def recalibrate_batch_norm(net: nn.Module, images: Iterable[Tensor]) -> None:
     net.train(was_training)
 
 
-@torch.no_grad()
 def supernet_accuracy(
     supernet: Supernet,
     arch: Architecture | npt.ArrayLike,
@@ -48,6 +47,19 @@ def supernet_accuracy(
     """Top-1 accuracy of `arch` under the supernet's weights: its standalone network,
     batch-norm re-estimated on `calibration` (uint8 or float batches, through `prepare`),
     then scored on `test` (images, labels) in eval mode."""
+    correct, seen = supernet_counts(supernet, arch, calibration, test, prepare)
+    return correct / max(seen, 1)
+
+
+@torch.no_grad()
+def supernet_counts(
+    supernet: Supernet,
+    arch: Architecture | npt.ArrayLike,
+    calibration: Iterable[Tensor],
+    test: Iterable[tuple[Tensor, Tensor]],
+    prepare: Callable[[Tensor], Tensor] = lambda x: x,
+) -> tuple[int, int]:
+    """(correct, seen) of `supernet_accuracy`: counts that ranks can add up."""
     net = supernet.subnet(arch)
     recalibrate_batch_norm(net, (prepare(x) for x in calibration))
     net.eval()
@@ -56,4 +68,4 @@ def supernet_accuracy(
         logits = net(prepare(x))
         correct += int((logits.argmax(1).cpu() == y.cpu()).sum())
         seen += len(y)
-    return correct / max(seen, 1)
+    return correct, seen
