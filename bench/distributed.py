@@ -37,7 +37,6 @@ import torch
 import torch.nn.functional as F
 
 from fpnas_dsl.distribution import Distribution
-from fpnas_dsl.ir import Space
 from fpnas_dsl.runfiles import read_metrics
 from fpnas_dsl.search.checkpoint import load_checkpoint
 from fpnas_dsl.search.config import load_saved_config
@@ -94,7 +93,8 @@ def batch_norm_effect(out: Path, batches: int, k: int) -> dict[str, float]:
     """Whole-batch against per-half batch-norm statistics in the validation pass."""
     config = load_saved_config(out / "config.json")
     data, space = load_inputs(config)
-    assert Space.model_validate_json((out / "space.json").read_text()) == space
+    saved = json.loads((out / "space.json").read_text())
+    assert saved == space.portable_dump(), "the run's space is not the one its config names"
     search = Search(config, space, data, out)
     search.restore(out / "checkpoint.pt")
     search.supernet.train()  # the validation pass runs in train mode (batch statistics)
