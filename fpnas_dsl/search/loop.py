@@ -61,6 +61,9 @@ from fpnas_dsl.search.distributed import Group, Single, everywhere, state_digest
 from fpnas_dsl.search.importance import hinge_cost, importance_weights, trained_samples
 from fpnas_dsl.search.scoring import supernet_counts
 
+#: Images per test batch when an architecture is scored (ranks split the test split
+#: into these batches).
+TEST_BATCH = 256
 #: Training batches used to re-estimate batch-norm statistics of an architecture
 #: before it is scored with the supernet's weights (the running statistics of a
 #: supernet mix every sampled architecture).
@@ -477,17 +480,17 @@ class Search:
     ) -> float:
         """Test accuracy of one architecture under the supernet's weights, with its own
         batch-norm statistics re-estimated on training batches first: on the first
-        `eval_batches` test batches of 256, or on the `whole` test split."""
+        `eval_batches` test batches of `TEST_BATCH`, or on the `whole` test split."""
         calibration = itertools.islice(
             (x for x, _ in batches(self.omega_half, self.config.batch_size, 7, 0)), calibrate
         )
         limit = None if whole else self.config.eval_batches
         test: Iterable[tuple[torch.Tensor, torch.Tensor]]
-        test = itertools.islice(eval_batches(self.data.test, 256), limit)
+        test = itertools.islice(eval_batches(self.data.test, TEST_BATCH), limit)
         if self.group.world > 1:
             # Every rank calibrates on the same batches and scores its share of the test
             # batches (loaded lazily, so a rank reads only its own).
-            count = -(-len(self.data.test) // 256)
+            count = -(-len(self.data.test) // TEST_BATCH)
             mine = self.group.part(count if limit is None else min(limit, count))
             test = (self.data.test.batch(self._test_indices(b)) for b in mine)
         correct, seen = supernet_counts(
@@ -497,7 +500,8 @@ class Search:
         return float(totals[0]) / max(float(totals[1]), 1.0)
 
     def _test_indices(self, batch: int) -> torch.Tensor:
-        return torch.arange(batch * 256, min((batch + 1) * 256, len(self.data.test)))
+        start = batch * TEST_BATCH
+        return torch.arange(start, min(start + TEST_BATCH, len(self.data.test)))
 
     def _checkpoint(self, log: TextIO) -> None:
         if not self.group.main:
