@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +36,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fpnas_dsl.errors import FpnasError
 
-Decoder = Literal["pil", "torchvision"]
-DECODERS: tuple[Decoder, ...] = ("pil", "torchvision")
+Decoder = Literal["auto", "pil", "torchvision"]
+DECODERS: tuple[Decoder, ...] = ("auto", "pil", "torchvision")
+#: "auto" decodes with Pillow's DCT scaling where the crop is at least this many times the
+#: resolution (a decode at 1/4 of the size or less), with torchvision.io elsewhere.
+DRAFT_MIN = 4
 #: The share of the shorter side that the evaluation crop keeps (timm's crop_pct).
 EVAL_CROP = 0.875
 RRC_SCALE = (0.08, 1.0)
@@ -72,7 +76,7 @@ class Loading:
 
     workers: int = 0
     pin_memory: bool = False
-    decoder: Decoder = "pil"
+    decoder: Decoder = "auto"
 
 
 def image_key(seed: int, epoch: int, position: int) -> int:
@@ -114,42 +118,55 @@ def centre_box(width: int, height: int) -> tuple[int, int, int, int]:
     return (width - side) // 2, (height - side) // 2, side, side
 
 
-def _decode_pil(path: str, resolution: int, gen: torch.Generator | None) -> torch.Tensor:
+def _decode(
+    path: str, resolution: int, gen: torch.Generator | None, decoder: Decoder
+) -> torch.Tensor:
     from PIL import Image
 
-    with Image.open(path) as img:
+    if decoder == "torchvision":
+        return _decode_torchvision(path, resolution, gen)
+    with Image.open(path) as img:  # reads the header only, until asked for pixels
         width, height = img.size
-        left, top, w, h = (
-            rrc_box(width, height, gen) if gen is not None else centre_box(width, height)
-        )
+        box = rrc_box(width, height, gen) if gen is not None else centre_box(width, height)
+        # "auto": Pillow only where DCT scaling can skip 3/4 of the work or more.
+        if decoder == "auto" and (img.format != "JPEG" or min(box[2:]) < DRAFT_MIN * resolution):
+            try:
+                return _decode_torchvision(path, resolution, None, box)
+            except (RuntimeError, ImportError):  # a file it cannot read (CMYK), or no decoder
+                pass
+        left, top, w, h = box
         # Decode at the smallest DCT scale (1, 1/2, 1/4, 1/8) that keeps the crop at least
         # `resolution` pixels wide and high: most of the decoding work of a downscale.
-        want = (
-            math.ceil(width * resolution / w),
-            math.ceil(height * resolution / h),
-        )
-        img.draft("RGB", want)
+        img.draft("RGB", (math.ceil(width * resolution / w), math.ceil(height * resolution / h)))
         sx, sy = img.size[0] / width, img.size[1] / height
         rgb = img.convert("RGB")
-    box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
-    out = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR, box=box)
+    scaled = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
+    out = rgb.resize((resolution, resolution), Image.Resampling.BILINEAR, box=scaled)
     return torch.from_numpy(np.asarray(out).copy()).permute(2, 0, 1)
 
 
-def _decode_torchvision(path: str, resolution: int, gen: torch.Generator | None) -> torch.Tensor:
+def _decode_torchvision(
+    path: str,
+    resolution: int,
+    gen: torch.Generator | None,
+    box: tuple[int, int, int, int] | None = None,
+) -> torch.Tensor:
     from torchvision.io import ImageReadMode, decode_image, read_file
     from torchvision.transforms.v2 import functional as TF
 
-    img = decode_image(read_file(path), mode=ImageReadMode.RGB)
-    height, width = img.shape[-2:]
-    left, top, w, h = rrc_box(width, height, gen) if gen is not None else centre_box(width, height)
+    with warnings.catch_warnings():
+        # torchvision 0.29 deprecates its decoders for TorchCodec's; they still work, and
+        # "auto" falls back to Pillow the day they are gone.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        img = decode_image(read_file(path), mode=ImageReadMode.RGB)
+    if box is None:
+        height, width = img.shape[-2:]
+        box = rrc_box(width, height, gen) if gen is not None else centre_box(width, height)
+    left, top, w, h = box
     out: torch.Tensor = TF.resized_crop(
         img, top, left, h, w, [resolution, resolution], antialias=True
     )
     return out
-
-
-_DECODE = {"pil": _decode_pil, "torchvision": _decode_torchvision}
 
 
 def load_image(
@@ -157,14 +174,14 @@ def load_image(
     resolution: int,
     key: int | None = None,
     augment: Augment | None = None,
-    decoder: Decoder = "pil",
+    decoder: Decoder = "auto",
 ) -> torch.Tensor:
     """One file as uint8 [3, resolution, resolution]: the evaluation transform, or with
     `augment` the training one, its draws seeded by `key`."""
     if augment is None:
-        return _DECODE[decoder](path, resolution, None)
+        return _decode(path, resolution, None, decoder)
     gen = torch.Generator().manual_seed(key or 0)
-    img = _DECODE[decoder](path, resolution, gen)
+    img = _decode(path, resolution, gen, decoder)
     if augment.flip and float(torch.rand((), generator=gen)) < 0.5:
         img = img.flip(-1)
     if augment.autoaugment:
