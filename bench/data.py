@@ -76,16 +76,21 @@ def decoders(files: list[str], resolution: int, repeats: int) -> dict[str, dict[
             p, r, k, Augment() if t else None, "auto"
         ),
     }
-    for name, way in ways.items():
-        out[name] = {}
-        for train in (False, True):
+    for train in (False, True):
+        for way in ways.values():
             way(files[0], resolution, train, 0)  # imports, first-call set-up
-
-            def work(way: Any = way, train: bool = train) -> None:
+        # Round-robin over the decoders, so that a machine busy with other jobs slows all
+        # of them alike; the median per decoder.
+        times: dict[str, list[float]] = {name: [] for name in ways}
+        for _ in range(repeats):
+            for name, way in ways.items():
+                began = time.perf_counter()
                 for k, path in enumerate(files):
                     way(path, resolution, train, k)
-
-            out[name]["train" if train else "eval"] = median_rate(len(files), work, repeats)
+                times[name].append(time.perf_counter() - began)
+        for name in ways:
+            rate = len(files) / statistics.median(times[name])
+            out.setdefault(name, {})["train" if train else "eval"] = rate
     return out
 
 

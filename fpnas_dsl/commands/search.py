@@ -19,7 +19,11 @@ T = TypeVar("T")
 
 #: flag -> (type, help); every SearchConfig field is a flag and a config-file key.
 FLAGS: dict[str, tuple[Any, str]] = {
-    "--data": (str, "fashion-mnist (default), imagefolder:PATH[?classes=N], synthetic"),
+    "--data": (
+        str,
+        "fashion-mnist (default), imagefolder:PATH[?classes=N&seed=S] (N classes drawn at "
+        "random with seed S, the paper's ImageNet-100), synthetic",
+    ),
     "--data-dir": (str, "directory with the Fashion-MNIST IDX files"),
     "--resolution": (int, "input resolution (default: the data's)"),
     "--in-channels": (int, "input channels (default: the data's)"),

@@ -48,7 +48,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
     g.add_argument(
         "--data",
         default="fashion-mnist",
-        help="fashion-mnist (default), imagefolder:PATH, synthetic[:k=v,...]",
+        help="fashion-mnist (default), imagefolder:PATH[?classes=N&seed=S], synthetic[:k=v,...]",
     )
     g.add_argument("--data-dir", metavar="DIR", help="directory of the Fashion-MNIST IDX files")
     g.add_argument("--resolution", type=_positive_int, help="input resolution override")
