@@ -153,7 +153,7 @@ def search_table(args: argparse.Namespace, device: torch.device) -> tuple[list[s
     rows = [
         f"search iterations after the warm-up ({args.space}, {args.resolution} px, batch "
         f"{args.batch} for omega and for alpha, fresh supernet, median of "
-        f"{args.iterations} iterations after one)",
+        f"{args.iterations} iteration(s) after one)",
         "",
         "| amp | skip below | iterations/s | images/s (omega + alpha) | K | trained / K |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -14,14 +14,15 @@ position of the image in the epoch's order), never from a worker's generator: th
 are the same with 0 or 16 workers and after a resume at any step. Batches arrive in plan
 order (the DataLoader keeps it), so the order is `data.epoch_order`'s.
 
-JPEGs are decoded with Pillow's DCT-domain downscaling (`Image.draft`): for a 500x375
-photo cropped to 128 px it decodes at half or a quarter of the size, which beat
-torchvision.io.decode_jpeg at full size on this project's CPU (`bench/data.py` measures
-both; `DECODERS`).
+JPEGs are decoded by torchvision.io (libjpeg-turbo) at full size, or, where the crop is
+at least twice the resolution, by Pillow with DCT-domain downscaling (`Image.draft`: a
+decode at 1/2, 1/4 or 1/8 of the size): each the faster where it is used, measured by
+`bench/data.py` (BENCHMARKS.md, issue 14).
 """
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import warnings
@@ -39,8 +40,9 @@ from fpnas_dsl.errors import FpnasError
 Decoder = Literal["auto", "pil", "torchvision"]
 DECODERS: tuple[Decoder, ...] = ("auto", "pil", "torchvision")
 #: "auto" decodes with Pillow's DCT scaling where the crop is at least this many times the
-#: resolution (a decode at 1/4 of the size or less), with torchvision.io elsewhere.
-DRAFT_MIN = 4
+#: resolution (a decode at 1/2 of the size or less), with torchvision.io elsewhere: the
+#: faster of the two each side of it in `bench/data.py`.
+DRAFT_MIN = 2
 #: The share of the shorter side that the evaluation crop keeps (timm's crop_pct).
 EVAL_CROP = 0.875
 RRC_SCALE = (0.08, 1.0)
@@ -124,14 +126,15 @@ def _decode(
     from PIL import Image
 
     if decoder == "torchvision":
-        return _decode_torchvision(path, resolution, gen)
-    with Image.open(path) as img:  # reads the header only, until asked for pixels
+        return _decode_torchvision(Path(path).read_bytes(), resolution, gen)
+    raw = Path(path).read_bytes()  # read once, for Pillow's header and either decoder
+    with Image.open(io.BytesIO(raw)) as img:  # reads the header only, until asked for pixels
         width, height = img.size
         box = rrc_box(width, height, gen) if gen is not None else centre_box(width, height)
-        # "auto": Pillow only where DCT scaling can skip 3/4 of the work or more.
+        # "auto": Pillow only where DCT scaling can skip 3/4 of the pixels or more.
         if decoder == "auto" and (img.format != "JPEG" or min(box[2:]) < DRAFT_MIN * resolution):
             try:
-                return _decode_torchvision(path, resolution, None, box)
+                return _decode_torchvision(raw, resolution, None, box)
             except (RuntimeError, ImportError):  # a file it cannot read (CMYK), or no decoder
                 pass
         left, top, w, h = box
@@ -146,19 +149,20 @@ def _decode(
 
 
 def _decode_torchvision(
-    path: str,
+    raw: bytes,
     resolution: int,
     gen: torch.Generator | None,
     box: tuple[int, int, int, int] | None = None,
 ) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image, read_file
+    from torchvision.io import ImageReadMode, decode_image
     from torchvision.transforms.v2 import functional as TF
 
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its decoders for TorchCodec's; they still work, and
         # "auto" falls back to Pillow the day they are gone.
         warnings.simplefilter("ignore", DeprecationWarning)
-        img = decode_image(read_file(path), mode=ImageReadMode.RGB)
+        data = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        img = decode_image(data, mode=ImageReadMode.RGB)
     if box is None:
         height, width = img.shape[-2:]
         box = rrc_box(width, height, gen) if gen is not None else centre_box(width, height)
