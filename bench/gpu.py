@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import io
 import platform
 import shutil
@@ -38,16 +39,27 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from data import consumed, cpus, delivered
-from supernet import peak_bytes
-
 from fpnas_dsl import cost
 from fpnas_dsl.ir import uniform_samples
 from fpnas_dsl.nn import Supernet
 from fpnas_dsl.parser import load_space
 from fpnas_dsl.pipeline import write_jpeg_folder
 from fpnas_dsl.precision import Precision
+
+
+def _sibling(name: str) -> Any:
+    """A script of bench/ as a module (by path: `data` is too common a name to import)."""
+    path = Path(__file__).resolve().parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"fpnas_bench_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_data, _supernet = _sibling("data"), _sibling("supernet")
+consumed, cpus, delivered = _data.consumed, _data.cpus, _data.delivered
+peak_bytes = _supernet.peak_bytes
 
 
 def sync(device: torch.device) -> None:

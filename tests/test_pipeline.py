@@ -16,7 +16,14 @@ from cli_helpers import one_line_error
 from fpnas_dsl.cli import main
 from fpnas_dsl.data import batches, eval_batches, load_data, split_halves
 from fpnas_dsl.errors import FpnasError, Interrupted
-from fpnas_dsl.pipeline import Augment, Loading, write_jpeg_folder
+from fpnas_dsl.pipeline import (
+    Augment,
+    Loading,
+    centre_box,
+    image_key,
+    rrc_box,
+    write_jpeg_folder,
+)
 from fpnas_dsl.search.checkpoint import load_checkpoint
 from fpnas_dsl.search.config import make_config
 from fpnas_dsl.search.run import prepare_search, resume_config
@@ -87,6 +94,17 @@ def test_batches_do_not_depend_on_workers_or_start(folder: Path) -> None:
     assert not torch.equal(alone[0][0], other_epoch[0][0])
     assert alone[0][0].shape == (8, 3, 32, 32) and alone[0][0].dtype == torch.uint8
     assert sum(len(y) for _, y in tests) == len(data.test) == 64
+
+
+def test_crop_boxes_stay_inside_and_in_range() -> None:
+    for key in range(300):
+        gen = torch.Generator().manual_seed(image_key(0, 1, key))
+        width, height = (500, 375) if key % 3 else (90, 400)
+        left, top, w, h = rrc_box(width, height, gen)
+        assert left >= 0 and left + w <= width and top >= 0 and top + h <= height
+        assert 0.08 * width * height * 0.95 <= w * h <= width * height
+    assert centre_box(500, 375) == (86, 23, 328, 328)
+    assert image_key(1, 2, 3) == image_key(1, 2, 3) != image_key(1, 3, 3)
 
 
 def test_random_class_subset(folder: Path) -> None:
