@@ -26,6 +26,7 @@ from fpnas_dsl.pipeline import (
 )
 from fpnas_dsl.search.checkpoint import load_checkpoint
 from fpnas_dsl.search.config import make_config
+from fpnas_dsl.search.distributed import Shard
 from fpnas_dsl.search.run import prepare_search, resume_config
 from fpnas_dsl.train import TrainConfig, train
 
@@ -94,6 +95,19 @@ def test_batches_do_not_depend_on_workers_or_start(folder: Path) -> None:
     assert not torch.equal(alone[0][0], other_epoch[0][0])
     assert alone[0][0].shape == (8, 3, 32, 32) and alone[0][0].dtype == torch.uint8
     assert sum(len(y) for _, y in tests) == len(data.test) == 64
+
+
+def test_a_ranks_share_is_its_part_of_the_whole_batch(folder: Path) -> None:
+    # Under torchrun each rank decodes its part of every batch, augmented as the whole
+    # batch's images at those positions would be.
+    data = load_data(spec(folder))
+    omega, _ = split_halves(data.train, 0)
+    whole = list(batches(omega, 8, 3, 2, count=2, augment=Augment()))
+    for rank in (0, 1):
+        part = list(batches(Shard(omega, rank, 2), 8, 3, 2, count=2, augment=Augment()))
+        for (x, y), (u, v) in zip(whole, part, strict=True):
+            assert torch.equal(x[rank * 4 : rank * 4 + 4], u)
+            assert torch.equal(y[rank * 4 : rank * 4 + 4], v)
 
 
 def test_crop_boxes_stay_inside_and_in_range() -> None:
