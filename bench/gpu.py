@@ -53,6 +53,7 @@ def _sibling(name: str) -> Any:
     spec = importlib.util.spec_from_file_location(f"fpnas_bench_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

@@ -56,7 +56,7 @@ FLAGS: dict[str, tuple[Any, str]] = {
     "--workers": (
         int,
         "imagefolder: decoding processes for each of the two batch streams (omega, alpha); "
-        "0 decodes in the search's process (default: the CPUs less one, at most 8, halved)",
+        "0 decodes in the search's process (default: the CPUs less one, at most 16, halved)",
     ),
     "--amp": (
         str,

@@ -138,7 +138,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
         type=int,
         metavar="N",
         help="imagefolder: decoding processes (0: in this process; default: the CPUs less "
-        "one, at most 8); the batches do not depend on it",
+        "one, at most 16); the batches do not depend on it",
     )
     g.add_argument(
         "--amp",
