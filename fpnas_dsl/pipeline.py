@@ -11,8 +11,8 @@ recipes do:
 
 Every random draw of an image comes from a generator seeded with a key of (seed, epoch,
 position of the image in the epoch's order), never from a worker's generator: the batches
-are the same whatever the number of workers and after a resume at any step. Batches arrive in plan
-order (the DataLoader keeps it), so the order is `data.epoch_order`'s.
+are the same whatever the number of workers and after a resume at any step. Batches
+arrive in plan order (the DataLoader keeps it), so the order is `data.epoch_order`'s.
 
 JPEGs are decoded by torchvision.io (libjpeg-turbo) at full size, or, where the crop is
 at least twice the resolution, by Pillow with DCT-domain downscaling (`Image.draft`: a
