@@ -3,13 +3,16 @@
 - `fashion-mnist`: the IDX files of Debian's `dataset-fashion-mnist` package
   (/usr/share/datasets/fashion-mnist) or a directory given with `data_dir`;
 - `imagefolder:PATH`: ImageNet-style `PATH/train/<class>/*.jpg` (and `PATH/val/` if present),
-  optionally restricted to a class subset (`imagefolder:PATH?classes=100` takes the first
-  100 classes in sorted order, as a reproducible stand-in for the paper's ImageNet-100);
+  optionally restricted to a class subset: `imagefolder:PATH?classes=100&seed=S` draws 100
+  classes at random with seed S (the paper's ImageNet-100), `?classes=100` alone takes the
+  first 100 in sorted order. Files are decoded by `fpnas_dsl.pipeline` (worker processes,
+  random-resized crop and flip for training batches, centre crop for the others);
 - `synthetic`: small random tensors with learnable structure, for tests.
 
 Images travel as uint8 [N, C, H, W] tensors (so AutoAugment can run on them) and become
 normalised floats per batch in `BatchPreparer`. Batch order is a function of
-(seed, epoch) alone, which is what makes a resumed search draw the same batches.
+(seed, epoch) alone, which is what makes a resumed search draw the same batches; so are
+the augmentations of an image folder's training batches (of its position in the order).
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.pipeline import Augment, Loading, load_image, stream
 
+#: Which classes an image folder's labels are (written into run and training directories).
+CLASSES_FILE = "classes.json"
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -64,26 +70,20 @@ class TensorImageSet:
 
 
 class FolderImageSet:
-    """A split read from image files on demand, resized to a square resolution."""
+    """A split read from image files on demand, as uint8 squares of `resolution` pixels
+    (the evaluation transform; `batches` with an `Augment` gives the training one)."""
 
     def __init__(self, root: Path, resolution: int, classes: list[str]) -> None:
         from torchvision.datasets import ImageFolder
-        from torchvision.transforms import v2
 
-        transform = v2.Compose(
-            [v2.PILToTensor(), v2.Resize(resolution, antialias=True), v2.CenterCrop(resolution)]
-        )
         keep = set(classes)
-        self.folder = ImageFolder(
-            str(root), transform=transform, is_valid_file=None, allow_empty=True
-        )
-        remap = {self.folder.class_to_idx[c]: i for i, c in enumerate(classes)}
-        self.samples = [(p, remap[t]) for p, t in self.folder.samples if self._cls(t) in keep]
-        self.loader = self.folder.loader
-        self.transform = transform
-
-    def _cls(self, target: int) -> str:
-        return str(self.folder.classes[target])
+        folder = ImageFolder(str(root), allow_empty=True)
+        index = folder.class_to_idx
+        remap = {index[c]: i for i, c in enumerate(classes) if c in index}
+        self.samples = [(p, remap[t]) for p, t in folder.samples if folder.classes[t] in keep]
+        self.resolution = resolution
+        #: how `batches` reads the files (set by the search or the training: workers)
+        self.loading = Loading()
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -93,17 +93,19 @@ class FolderImageSet:
         for i in indices.tolist():
             path, label = self.samples[i]
             try:
-                img = self.transform(self.loader(path))
-            except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for a bad image
+                images.append(load_image(path, self.resolution, decoder=self.loading.decoder))
+            except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
                 raise FpnasError(
                     f"{path}: not a readable image ({type(exc).__name__}); remove it or "
                     "replace it, then resume"
                 ) from None
-            if img.shape[0] == 1:
-                img = img.expand(3, -1, -1)
-            images.append(img[:3])
             labels.append(label)
         return torch.stack(images), torch.tensor(labels, dtype=torch.int64)
+
+    def narrow(
+        self, indices: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
+        return self, indices, positions
 
 
 @dataclass
@@ -118,6 +120,25 @@ class DataBundle:
     resolution: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    #: the class folders of an image folder, in label order (None for other sources)
+    class_names: list[str] | None = None
+
+    def set_loading(self, loading: Loading) -> None:
+        """How image files are read (workers, pinned memory); in-memory data ignores it."""
+        for split in (self.train, self.test):
+            folder = _files_below(split)
+            if folder is not None:
+                folder.loading = loading
+
+
+def save_classes(data: DataBundle, directory: Path) -> None:
+    """Record an image folder's classes (label i is `classes[i]`) in `directory`."""
+    if data.class_names is not None:
+        from fpnas_dsl.runfiles import write_json_atomic
+
+        write_json_atomic(
+            directory / CLASSES_FILE, {"data": data.name, "classes": data.class_names}
+        )
 
 
 class Subset:
@@ -132,6 +153,35 @@ class Subset:
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.base.batch(self.indices[indices])
+
+    def narrow(
+        self, indices: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
+        return self.base, self.indices[indices], positions
+
+
+def is_files(data: ImageSet) -> bool:
+    """Whether `data` (or the split it is a view of) is read from image files."""
+    return _files_below(data) is not None
+
+
+def _files_below(data: ImageSet) -> FolderImageSet | None:
+    """The image folder that a view (`Subset`, a rank's shard) reads, if any."""
+    while not isinstance(data, FolderImageSet):
+        base = getattr(data, "base", None)
+        if base is None:
+            return None
+        data = base
+    return data
+
+
+def _narrowed(
+    data: ImageSet, indices: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The file indices (and their positions in the epoch) that a view's batch reads."""
+    while not isinstance(data, FolderImageSet):
+        data, indices, positions = data.narrow(indices, positions)  # type: ignore[attr-defined]
+    return indices, positions
 
 
 def split_halves(data: ImageSet, seed: int) -> tuple[Subset, Subset]:
@@ -149,13 +199,36 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def batches(
-    data: ImageSet, batch_size: int, seed: int, epoch: int, start: int = 0, drop_last: bool = True
+    data: ImageSet,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    start: int = 0,
+    drop_last: bool = True,
+    count: int | None = None,
+    augment: Augment | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The batches of one epoch, from batch `start` on."""
+    """The batches of one epoch, from batch `start` on (`count` of them at most).
+
+    An image folder's are decoded by the pipeline, with the training transform when
+    `augment` is given (in-memory data ignores `augment`: it is augmented, if at all, by
+    its consumer)."""
     order = epoch_order(len(data), seed, epoch)
     stop = len(order) - (len(order) % batch_size if drop_last else 0)
-    for begin in range(start * batch_size, stop, batch_size):
-        yield data.batch(order[begin : begin + batch_size])
+    begins = range(start * batch_size, stop, batch_size)
+    if count is not None:
+        begins = begins[:count]
+    folder = _files_below(data)
+    if folder is None:
+        for begin in begins:
+            yield data.batch(order[begin : begin + batch_size])
+        return
+    plan = [
+        _narrowed(data, order[b : b + batch_size], torch.arange(b, min(b + batch_size, stop)))
+        for b in begins
+    ]
+    key_of = (seed, epoch) if augment is not None else None
+    yield from stream(folder.samples, folder.resolution, plan, key_of, augment, folder.loading)
 
 
 def steps_per_epoch(data: ImageSet, batch_size: int, drop_last: bool = True) -> int:
@@ -163,9 +236,21 @@ def steps_per_epoch(data: ImageSet, batch_size: int, drop_last: bool = True) -> 
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
-def eval_batches(data: ImageSet, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    for begin in range(0, len(data), batch_size):
-        yield data.batch(torch.arange(begin, min(begin + batch_size, len(data))))
+def eval_batches(
+    data: ImageSet, batch_size: int, count: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """A split in its own order, in batches (the last one may be short; `count` at most)."""
+    ranges = [
+        torch.arange(begin, min(begin + batch_size, len(data)))
+        for begin in range(0, len(data), batch_size)
+    ][:count]
+    folder = _files_below(data)
+    if folder is None:
+        for indices in ranges:
+            yield data.batch(indices)
+        return
+    plan = [_narrowed(data, indices, indices) for indices in ranges]
+    yield from stream(folder.samples, folder.resolution, plan, None, None, folder.loading)
 
 
 class BatchPreparer:
@@ -241,7 +326,7 @@ def load_data(spec: str, data_dir: str | None = None, seed: int = 0) -> DataBund
 #: The options of each data source (`synthetic:size=256,classes=4`, `imagefolder:P?classes=N`).
 DATA_OPTIONS = {
     "synthetic": ("size", "test_size", "classes", "channels", "resolution"),
-    "imagefolder": ("classes", "resolution"),
+    "imagefolder": ("classes", "seed", "resolution"),
 }
 
 
@@ -253,8 +338,9 @@ def _options(text: str, source: str = "synthetic") -> dict[str, int]:
         key = key.strip()
         if key not in allowed:
             raise FpnasError(f"unknown {source} data option {key!r}; allowed: {', '.join(allowed)}")
-        if not value.strip().isdigit() or int(value) < 1:
-            raise FpnasError(f"bad data option {item!r}: expected {key}=N with N >= 1")
+        least = 0 if key == "seed" else 1
+        if not value.strip().isdigit() or int(value) < least:
+            raise FpnasError(f"bad data option {item!r}: expected {key}=N with N >= {least}")
         out[key] = int(value)
     return out
 
@@ -313,7 +399,21 @@ def _image_folder(spec: str) -> DataBundle:
     if not classes:
         raise FpnasError(f"imagefolder: {train_dir} has no class folders")
     if "classes" in options:
-        classes = classes[: options["classes"]]
+        wanted = options["classes"]
+        if wanted > len(classes):
+            raise FpnasError(
+                f"imagefolder: classes={wanted} but {train_dir} has {len(classes)} class folders"
+            )
+        if "seed" in options:
+            # The paper's ImageNet-100: classes drawn at random, reproducibly by seed;
+            # kept in sorted order, so the labels do not depend on the draw's order.
+            gen = torch.Generator().manual_seed(options["seed"])
+            chosen = torch.randperm(len(classes), generator=gen)[:wanted].sort().values
+            classes = [classes[i] for i in chosen.tolist()]
+        else:
+            classes = classes[:wanted]
+    elif "seed" in options:
+        raise FpnasError("imagefolder: seed=S draws the classes: give classes=N with it")
     resolution = options.get("resolution", 224)
     train = FolderImageSet(train_dir, resolution, classes)
     test_dir = root / "val"
@@ -328,6 +428,7 @@ def _image_folder(spec: str) -> DataBundle:
         resolution,
         imagenet_mean,
         imagenet_std,
+        class_names=classes,
     )
 
 

@@ -67,11 +67,15 @@ from fpnas_dsl.data import (
     Subset,
     batches,
     eval_batches,
+    is_files,
     load_data,
+    save_classes,
 )
 from fpnas_dsl.data import steps_per_epoch as count_steps
 from fpnas_dsl.errors import FpnasError, Interrupted, RunError
 from fpnas_dsl.ir import Architecture, Space
+from fpnas_dsl.pipeline import Augment, Loading, default_workers
+from fpnas_dsl.precision import AMP_CHOICES, Precision
 from fpnas_dsl.runfiles import (
     ARCH_FILE,
     METRICS_FILE,
@@ -133,10 +137,14 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+    #: image-folder decoding processes; None: `pipeline.default_workers()`
+    workers: int | None = None
+    amp: Literal["off", "bf16", "fp16"] = "off"
     progress: bool | None = None
 
-    def resolved(self, steps_per_epoch: int, resolution: int) -> TrainConfig:
-        """The same config with every automatic (None) setting made concrete."""
+    def resolved(self, steps_per_epoch: int, resolution: int, files: bool = False) -> TrainConfig:
+        """The same config with every automatic (None) setting made concrete (`files`:
+        the data is an image folder, whose pipeline crops at random already)."""
         out = dataclasses.replace(self)
         if out.lr is None:
             base = PAPER_LR / PAPER_BATCH if out.optimizer == "rmsprop" else 0.1 / 256
@@ -146,7 +154,7 @@ class TrainConfig:
         if out.autoaugment is None:
             out.autoaugment = resolution >= AUTOAUGMENT_MIN_RESOLUTION
         if out.crop_padding is None:
-            out.crop_padding = max(resolution // 8, 0)
+            out.crop_padding = 0 if files else max(resolution // 8, 0)
         if out.ema_decay is None:
             horizon = EMA_HORIZON_SHARE * out.epochs * steps_per_epoch
             out.ema_decay = min(PAPER_EMA_DECAY, max(0.0, 1.0 - 1.0 / max(horizon, 1.0)))
@@ -182,6 +190,10 @@ class TrainConfig:
             problems.append(f"--train-subset must be >= 1 (got {self.train_subset})")
         if self.eval_every < 1:
             problems.append(f"--eval-every must be >= 1 (got {self.eval_every})")
+        if self.workers is not None and self.workers < 0:
+            problems.append(f"--workers must be >= 0 (got {self.workers})")
+        if self.amp not in AMP_CHOICES:
+            problems.append(f"--amp must be one of {', '.join(AMP_CHOICES)} (got {self.amp!r})")
         if problems:
             raise FpnasError("; ".join(problems))
 
@@ -320,13 +332,14 @@ class EMA:
 
 class Augmenter:
     """Training augmentation on uint8 batches [B, C, H, W]: random crop from a zero-padded
-    image, horizontal flip, AutoAugment per image."""
+    image, horizontal flip, AutoAugment per image. For an image folder, flip and
+    AutoAugment run in the pipeline's workers (`files`), with the random-resized crop."""
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    def __init__(self, cfg: TrainConfig, files: bool = False) -> None:
         self.padding = int(cfg.crop_padding or 0)
-        self.flip = cfg.flip
+        self.flip = cfg.flip and not files
         self.autoaugment: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if cfg.autoaugment:
+        if cfg.autoaugment and not files:
             from torchvision.transforms import v2
 
             policy = v2.AutoAugmentPolicy(cfg.autoaugment_policy)
@@ -581,7 +594,11 @@ def _train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
+    precision = Precision(cfg.amp, device)
     data = load_data(cfg.data, cfg.data_dir, cfg.seed)
+    workers = cfg.workers if cfg.workers is not None else default_workers()
+    data.set_loading(Loading(workers=workers, pin_memory=device.type == "cuda"))
+    files = is_files(data.train)
     if cfg.train_subset is not None and cfg.train_subset < len(data.train):
         gen = torch.Generator().manual_seed(cfg.seed)
         keep = torch.randperm(len(data.train), generator=gen)[: cfg.train_subset]
@@ -598,7 +615,7 @@ def _train(
             f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training images"
         )
     # Augmentation runs on the data's images, before they are resized for the network.
-    cfg = cfg.resolved(steps, data.resolution)
+    cfg = cfg.resolved(steps, data.resolution, files)
     flops, params = architecture_cost(space, arch)
 
     torch.manual_seed(cfg.seed)
@@ -611,6 +628,7 @@ def _train(
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        precision.load_state_dict(state.get("grad_scaler"))
         if ema is not None:
             ema.module.load_state_dict(state["ema"])
             ema.updates = int(state["ema_updates"])
@@ -619,10 +637,15 @@ def _train(
         out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out / CONFIG_FILE, asdict(cfg))
         write_json_atomic(out / ARCH_FILE, arch_document(space, arch, flops=flops, params=params))
+        save_classes(data, out)
     _truncate_metrics(out / METRICS_FILE, start_epoch)
 
     prep = BatchPreparer(data, arch.resolution, arch.in_channels, device)
-    augment = Augmenter(cfg)
+    augment = Augmenter(cfg, files)
+    # An image folder's training transform, drawn per image in the decoding workers.
+    pipeline_augment = Augment(
+        flip=cfg.flip, autoaugment=cfg.autoaugment_policy if cfg.autoaugment else None
+    )
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     log(
         f"training {arch.space} ({flops / 1e6:.2f} MFLOPS, {params / 1e6:.3f} M params, "
@@ -648,7 +671,7 @@ def _train(
         began = time.perf_counter()
         seen, correct, loss_sum = 0, 0, 0.0
         bar = tqdm(
-            batches(data.train, cfg.batch_size, cfg.seed, epoch),
+            batches(data.train, cfg.batch_size, cfg.seed, epoch, augment=pipeline_augment),
             total=steps,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=_no_bar(cfg),
@@ -662,11 +685,12 @@ def _train(
                 group["lr"] = lr
             x = prep(augment(images)).contiguous(memory_format=memory_format)
             labels = labels.to(device)
-            logits = model(x)
-            loss = criterion(logits, labels)
+            with precision.autocast():
+                logits = model(x)
+            loss = criterion(logits.float(), labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            precision.backward(loss)
+            precision.step(optimizer)
             if ema is not None:
                 ema.update()
             n = int(labels.numel())
@@ -707,7 +731,7 @@ def _train(
                     ema.module, data.test, prep, cfg.eval_batch_size, memory_format
                 )
                 row.update(test_acc_ema=test_acc_ema, test_loss_ema=test_loss_ema)
-        _save_epoch(out, epoch + 1, model, optimizer, ema, wall, cfg)
+        _save_epoch(out, epoch + 1, model, optimizer, ema, wall, cfg, precision)
         with (out / METRICS_FILE).open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         log(_epoch_line(row, cfg.epochs))
@@ -756,6 +780,7 @@ def _save_epoch(
     ema: EMA | None,
     wall: float,
     cfg: TrainConfig,
+    precision: Precision,
 ) -> None:
     cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     state = {
@@ -767,6 +792,7 @@ def _save_epoch(
         "optimizer": optimizer.state_dict(),
         "ema": ema.module.state_dict() if ema is not None else None,
         "ema_updates": ema.updates if ema is not None else 0,
+        "grad_scaler": precision.state_dict(),
     }
     _torch_save_atomic(state, out / TRAIN_STATE)
     _torch_save_atomic(cpu, out / TRAIN_MODEL)
@@ -800,7 +826,7 @@ def _line_epoch(line: str) -> int:
 
 
 #: Settings that `fpnas train --resume` takes with a new value.
-RESUMABLE = ("epochs", "threads", "progress", "device", "data_dir")
+RESUMABLE = ("epochs", "threads", "progress", "device", "data_dir", "workers")
 
 
 def _open_resume(
@@ -830,7 +856,7 @@ def _open_resume(
     if refused:
         raise FpnasError(
             f"--resume {out} continues with the run's settings; these cannot change: "
-            f"{', '.join(refused)}. Only --epochs (a new total), --device, --threads, "
+            f"{', '.join(refused)}. Only --epochs (a new total), --device, --threads, --workers, "
             "--data-dir and --progress can; train again into another --out for others"
         )
     if epochs is not None:
@@ -842,6 +868,7 @@ def _open_resume(
     cfg.threads = overrides.threads or cfg.threads
     cfg.device = given.get("device", cfg.device)
     cfg.data_dir = given.get("data_dir", cfg.data_dir)
+    cfg.workers = given.get("workers", cfg.workers)
     cfg.check()
     space, arch, _ = load_arch(out / ARCH_FILE)
     return cfg, space, arch, state

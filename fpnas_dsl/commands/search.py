@@ -19,7 +19,11 @@ T = TypeVar("T")
 
 #: flag -> (type, help); every SearchConfig field is a flag and a config-file key.
 FLAGS: dict[str, tuple[Any, str]] = {
-    "--data": (str, "fashion-mnist (default), imagefolder:PATH[?classes=N], synthetic"),
+    "--data": (
+        str,
+        "fashion-mnist (default), imagefolder:PATH[?classes=N&seed=S] (N classes drawn at "
+        "random with seed S, the paper's ImageNet-100), synthetic",
+    ),
     "--data-dir": (str, "directory with the Fashion-MNIST IDX files"),
     "--resolution": (int, "input resolution (default: the data's)"),
     "--in-channels": (int, "input channels (default: the data's)"),
@@ -49,6 +53,16 @@ FLAGS: dict[str, tuple[Any, str]] = {
     "--seed": (int, "seed of the core's generator, torch and the data order (default 0)"),
     "--device": (str, "cpu (default), cuda, cuda:N"),
     "--threads": (int, "torch CPU threads (default: torch's)"),
+    "--workers": (
+        int,
+        "imagefolder: decoding processes for each of the two batch streams (omega, alpha); "
+        "0 decodes in the search's process (default: the CPUs less one, at most 16, halved)",
+    ),
+    "--amp": (
+        str,
+        "mixed precision of the forward/backward passes: off (default), bf16, fp16 (CUDA); "
+        "likelihoods, importance weights and alpha stay float32/float64",
+    ),
     "--out": (str, "run directory (default runs/<space>-<timestamp>)"),
 }
 
@@ -82,8 +96,8 @@ def register(
         "--resume",
         type=Path,
         metavar="RUN_DIR",
-        help="continue a run with its settings; only --epochs, --device, --threads and "
-        "--data-dir may change (other settings that differ are refused)",
+        help="continue a run with its settings; only --epochs, --device, --threads, "
+        "--workers and --data-dir may change (other settings that differ are refused)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(

@@ -41,14 +41,14 @@ def register(sub: Any, name: str, help_text: str) -> None:
         "--resume",
         metavar="DIR",
         help="continue the training run in DIR with its settings (config.json); "
-        "only --epochs (a new total), --device, --threads, --data-dir and --progress may "
-        "change (other settings that differ from the run's are refused)",
+        "only --epochs (a new total), --device, --threads, --workers, --data-dir and "
+        "--progress may change (other settings that differ from the run's are refused)",
     )
     g = p.add_argument_group("data")
     g.add_argument(
         "--data",
         default="fashion-mnist",
-        help="fashion-mnist (default), imagefolder:PATH, synthetic[:k=v,...]",
+        help="fashion-mnist (default), imagefolder:PATH[?classes=N&seed=S], synthetic[:k=v,...]",
     )
     g.add_argument("--data-dir", metavar="DIR", help="directory of the Fashion-MNIST IDX files")
     g.add_argument("--resolution", type=_positive_int, help="input resolution override")
@@ -134,6 +134,19 @@ def register(sub: Any, name: str, help_text: str) -> None:
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="imagefolder: decoding processes (0: in this process; default: the CPUs less "
+        "one, at most 16); the batches do not depend on it",
+    )
+    g.add_argument(
+        "--amp",
+        choices=("off", "bf16", "fp16"),
+        default="off",
+        help="mixed precision of the forward/backward passes (default off; fp16 needs CUDA)",
+    )
+    g.add_argument(
         "--no-channels-last",
         dest="channels_last",
         action="store_false",
@@ -213,6 +226,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         threads=args.threads,
+        workers=args.workers,
+        amp=args.amp,
         progress=args.progress,
     )
     given = {

@@ -66,6 +66,10 @@ class SearchConfig(BaseModel):
     seed: int = 0
     device: str = "cpu"
     threads: int | None = Field(None, ge=1)
+    workers: int | None = Field(
+        None, ge=0, description="image-folder decoding processes per stream (default: CPUs)"
+    )
+    amp: Literal["off", "bf16", "fp16"] = "off"
     out: str | None = None
 
     @model_validator(mode="after")

@@ -86,6 +86,15 @@ class Shard:
         per = len(indices) // self.world
         return self.base.batch(indices[self.rank * per : (self.rank + 1) * per])
 
+    def narrow(
+        self, indices: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[ImageSet, torch.Tensor, torch.Tensor]:
+        """This rank's part of a batch and the images' positions in the epoch's order
+        (what an image folder's augmentation is seeded by)."""
+        per = len(indices) // self.world
+        part = slice(self.rank * per, (self.rank + 1) * per)
+        return self.base, indices[part], positions[part]
+
 
 class Group:
     """The processes of one search; this base class is one process alone."""

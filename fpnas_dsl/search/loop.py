@@ -18,7 +18,6 @@ writes the run directory. Alone, the group is `Single` and changes nothing.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import os
@@ -48,6 +47,8 @@ from fpnas_dsl.distribution import Distribution, Mode
 from fpnas_dsl.errors import FpnasError, Interrupted, RunError
 from fpnas_dsl.ir import Space, decode
 from fpnas_dsl.nn import Supernet
+from fpnas_dsl.pipeline import Augment, Loading, default_workers
+from fpnas_dsl.precision import Precision
 from fpnas_dsl.runfiles import write_json_atomic
 from fpnas_dsl.search import probe
 from fpnas_dsl.search.checkpoint import (
@@ -151,6 +152,11 @@ class Search:
         mode: Mode = "joint" if config.distribution == "joint" else "factorized"
         self.dist = Distribution(space.layout.cardinalities, mode=mode, seed=config.seed)
         self.prepare = BatchPreparer(data, space.resolution, space.in_channels, self.device)
+        self.precision = Precision(config.amp, self.device)
+        # Image files are decoded by worker processes (two streams: omega and alpha);
+        # in-memory data ignores this.
+        workers = config.workers if config.workers is not None else default_workers(streams=2)
+        data.set_loading(Loading(workers=workers, pin_memory=self.device.type == "cuda"))
         self.position = Position()
         #: Removes what a new run created (set by `prepare_search`): called when the run
         #: fails before its first checkpoint, so that no half-made run stays behind.
@@ -176,6 +182,7 @@ class Search:
             "scheduler": self.scheduler.state_dict(),
             "distribution": self.dist.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "grad_scaler": self.precision.state_dict(),
         }
 
     def restore(
@@ -193,6 +200,7 @@ class Search:
             self.scheduler.load_state_dict(state["scheduler"])
             self.dist.load_state_dict(state["distribution"])
             torch.set_rng_state(state["torch_rng"])
+            self.precision.load_state_dict(state.get("grad_scaler"))
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise FpnasError(f"{path}: checkpoint does not fit this run ({exc})") from None
         self.position = Position(
@@ -322,8 +330,13 @@ class Search:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         cfg = self.config
         start = self.position.step
-        train = batches(self.omega_part, cfg.batch_size, cfg.seed, epoch, start)
-        val = batches(self.alpha_part, cfg.batch_size, cfg.seed + 1, epoch, start)
+        count = self.steps - start
+        # Image folders: training augmentation (random-resized crop, flip) on the omega
+        # batches only; alpha scores architectures on centre crops.
+        train = batches(
+            self.omega_part, cfg.batch_size, cfg.seed, epoch, start, count=count, augment=Augment()
+        )
+        val = batches(self.alpha_part, cfg.batch_size, cfg.seed + 1, epoch, start, count=count)
         for _, (xt, yt), (xv, yv) in zip(range(start, self.steps), train, val, strict=False):
             yield (self.prepare(xt), yt.to(self.device), self.prepare(xv), yv.to(self.device))
 
@@ -361,9 +374,11 @@ class Search:
         trained, skipped_weight = trained_samples(m_omega, cfg.skip_below)
         values = []
         for i in trained:
-            loss = F.cross_entropy(self.supernet(x_train, archs[i]), y_train)
+            with self.precision.autocast():
+                logits = self.supernet(x_train, archs[i])
+            loss = F.cross_entropy(logits.float(), y_train)
             values.append(loss.detach().item())
-            (loss * float(m_omega[i])).backward()  # type: ignore[no-untyped-call]
+            self.precision.backward(loss * float(m_omega[i]))
         # Once per iteration, after the K passes: the gradients and the losses, averaged
         # over the ranks (checked after, so that every rank stops at the same point).
         values = self.group.average_gradients(
@@ -382,7 +397,7 @@ class Search:
         if alpha_updated:
             self.dist.step(archs, m_alpha, cfg.alpha_lr)
         t3 = time.perf_counter()
-        self.optimizer.step()
+        self.precision.step(self.optimizer)
         self.scheduler.step()
         t4 = time.perf_counter()
 
@@ -421,8 +436,10 @@ class Search:
         out = np.empty(len(archs), dtype=np.float64)
         with torch.no_grad():
             for i, arch in enumerate(archs):
-                logits = self.supernet(x_val, arch)
-                out[i] = -float(F.cross_entropy(logits, y_val, reduction="sum"))
+                with self.precision.autocast():
+                    logits = self.supernet(x_val, arch)
+                # Summed in float32 whatever the autocast: thousands of nats per batch.
+                out[i] = -float(F.cross_entropy(logits.float(), y_val, reduction="sum"))
         # One all-reduce: the sums over the whole batch, the same on every rank.
         out = self.group.sum(
             out, f"the log-likelihood sum of epoch {epoch}, step {self.position.step + 1}"
@@ -481,12 +498,12 @@ class Search:
         """Test accuracy of one architecture under the supernet's weights, with its own
         batch-norm statistics re-estimated on training batches first: on the first
         `eval_batches` test batches of `TEST_BATCH`, or on the `whole` test split."""
-        calibration = itertools.islice(
-            (x for x, _ in batches(self.omega_half, self.config.batch_size, 7, 0)), calibrate
+        calibration = (
+            x for x, _ in batches(self.omega_half, self.config.batch_size, 7, 0, count=calibrate)
         )
         limit = None if whole else self.config.eval_batches
         test: Iterable[tuple[torch.Tensor, torch.Tensor]]
-        test = itertools.islice(eval_batches(self.data.test, TEST_BATCH), limit)
+        test = eval_batches(self.data.test, TEST_BATCH, limit)
         if self.group.world > 1:
             # Every rank calibrates on the same batches and scores its share of the test
             # batches (loaded lazily, so a rank reads only its own).

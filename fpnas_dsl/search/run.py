@@ -6,9 +6,10 @@ size, whether the supernet fits in memory and its checkpoint on the disk, and th
 directory itself. A run that fails before its first checkpoint removes what it created.
 
 On `--resume` the run keeps the settings of its config.json. Only `epochs` (a new total,
-to extend a finished search or shorten an unfinished one), `device`, `threads` and
-`data_dir` may change; any other setting given with a value other than the run's is
-refused by name (`resume_config`). With a new number of epochs, the cosine schedule of
+to extend a finished search or shorten an unfinished one), `device`, `threads`,
+`workers` (it changes no batch) and `data_dir` may change; any other setting given with
+a value other than the run's is refused by name (`resume_config`). With a new number of
+epochs, the cosine schedule of
 the weights' learning rate is rebuilt for the new total number of steps and continues
 from the restored step (`Search.restore`): extending a finished search raises the
 learning rate from zero to where the longer schedule stands at that step, and the
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fpnas_dsl import cost
-from fpnas_dsl.data import load_data
+from fpnas_dsl.data import load_data, save_classes
 from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.footprint import (
     available_memory,
@@ -38,6 +39,7 @@ from fpnas_dsl.footprint import (
 )
 from fpnas_dsl.ir import Space, count_networks
 from fpnas_dsl.parser import load_space
+from fpnas_dsl.precision import Precision
 from fpnas_dsl.search.checkpoint import CHECKPOINT, load_checkpoint
 from fpnas_dsl.search.config import (
     SearchConfig,
@@ -53,7 +55,7 @@ CONFIG_FILE = "config.json"
 SPACE_FILE = "space.json"
 
 #: Settings that `--resume` accepts with a new value.
-RESUMABLE = ("epochs", "device", "threads", "data_dir")
+RESUMABLE = ("epochs", "device", "threads", "data_dir", "workers")
 
 Log = Callable[[str], None]
 
@@ -216,6 +218,7 @@ def prepare_search(
     data, space = load_inputs(config)
     check_searchable(space)
     device = resolve_device(config.device)
+    Precision(config.amp, device)  # refuses fp16 without a GPU before anything is made
     half = len(data.train) // 2
     if half < config.batch_size:
         raise FpnasError(
@@ -244,6 +247,7 @@ def prepare_search(
             created.make()
             save_config(config, run_dir / CONFIG_FILE)
             (run_dir / SPACE_FILE).write_text(json.dumps(space.portable_dump(), indent=2) + "\n")
+            save_classes(data, run_dir)
         search = Search(config, space, data, run_dir, group)
         if state is not None:
             search.restore(run_dir / CHECKPOINT, log, state)
@@ -319,6 +323,7 @@ def resume_config(
         raise FpnasError(
             f"--resume {run_dir} continues with the run's settings ({run_dir / CONFIG_FILE}); "
             f"these cannot change: {', '.join(refused)}. Only --epochs (a new total), "
-            "--device, --threads and --data-dir can; start a new run with --out for others"
+            "--device, --threads, --workers and --data-dir can; start a new run with --out "
+            "for others"
         )
     return merged
