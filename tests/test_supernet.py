@@ -400,3 +400,47 @@ def test_supernet_equals_subnet_with_se_and_batchnorm_details(name: str) -> None
         if key.endswith("num_batches_tracked"):
             continue  # the supernet counts batches only where momentum is None
         torch.testing.assert_close(after[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_strided_pointwise_convolution_trains_on_the_cpu_in_channels_last() -> None:
+    """A stride-2 1x1 convolution with few input channels (a skip projection) runs
+    forward and backward in channels-last as the plain convolution does: torch 2.14.1's
+    oneDNN corrupts the heap on it from 80 px up (run in a child, since that kills it)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    child = textwrap.dedent(
+        """
+        import torch
+        from fpnas_dsl.nn.blocks import ConvBnAct
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        m = ConvBnAct(12, 20, 1, 2)
+        x = torch.randn(2, 12, 81, 81)
+        ref = torch.autograd.grad(m.bn.eval() and m(x).square().sum(), m.conv.weight)[0]
+        m = m.to(memory_format=torch.channels_last)
+        xl = x.to(memory_format=torch.channels_last)
+        for _ in range(3):
+            got = torch.autograd.grad(m(xl).square().sum(), m.conv.weight)[0]
+        assert torch.allclose(got, ref, rtol=1e-4, atol=1e-4), float((got - ref).abs().max())
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_strided_pointwise_convolution_is_the_plain_one() -> None:
+    from fpnas_dsl.nn.blocks import conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 9, 9, requires_grad=True)
+    w = torch.randn(7, 5, 1, 1, requires_grad=True)
+    ours = torch.autograd.grad(conv2d(x, w, 2).sum(), (x, w))
+    plain = torch.autograd.grad(torch.nn.functional.conv2d(x, w, stride=2).sum(), (x, w))
+    for a, b in zip(ours, plain, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.equal(conv2d(x, w, 2), torch.nn.functional.conv2d(x, w, stride=2))

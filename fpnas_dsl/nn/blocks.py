@@ -27,6 +27,7 @@ __all__ = [
     "SplitAttention",
     "SqueezeExcite",
     "activation_fn",
+    "conv2d",
     "gate_fn",
     "init_weights",
     "make_act",
@@ -94,6 +95,25 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
+def conv2d(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 0, groups: int = 1) -> Tensor:
+    """`F.conv2d` without bias, except that while autograd records on the CPU a 1x1
+    convolution with a stride runs as the subsampled input convolved at stride 1 (the same
+    numbers): oneDNN's channels-last backward of a strided 1x1 convolution with fewer
+    input channels than its block writes past its workspace (torch 2.14.1 on AVX2: heap
+    corruption from 80 px up; oneDNN issue 6035). Exports keep the plain strided conv."""
+    if (
+        stride > 1
+        and weight.shape[-2:] == (1, 1)
+        and padding == 0
+        and x.device.type == "cpu"
+        and torch.is_grad_enabled()
+        and not torch.jit.is_tracing()  # type: ignore[attr-defined,no-untyped-call]
+        and not torch.onnx.is_in_onnx_export()
+    ):
+        return F.conv2d(x[:, :, ::stride, ::stride], weight, None, 1, 0, 1, groups)
+    return F.conv2d(x, weight, None, stride, padding, 1, groups)
+
+
 class ConvBnAct(nn.Module):
     """Convolution (no bias, padding kernel // 2) + batch-norm + activation (or none)."""
 
@@ -114,7 +134,9 @@ class ConvBnAct(nn.Module):
         self.act = make_act(act)
 
     def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.act(self.bn(self.conv(x)))
+        conv = self.conv
+        x = conv2d(x, conv.weight, conv.stride[0], conv.padding[0], conv.groups)  # type: ignore[arg-type]
+        out: Tensor = self.act(self.bn(x))
         return out
 
 

@@ -64,6 +64,7 @@ from fpnas_dsl.nn.blocks import (
     SplitAttention,
     SqueezeExcite,
     activation_fn,
+    conv2d,
     gate_fn,
     init_weights,
     set_batchnorm,
@@ -284,7 +285,7 @@ def _run_mbconv(
 
 def _run_conv_bn_act(x: Tensor, m: ConvBnAct, cin: int, cout: int, training: bool) -> Tensor:
     conv = m.conv
-    x = F.conv2d(x, _lead(conv.weight, cout, cin), None, conv.stride, conv.padding)
+    x = conv2d(x, _lead(conv.weight, cout, cin), conv.stride[0], conv.padding[0])  # type: ignore[arg-type]
     return m.act(_bn(x, m.bn, cout, training))  # type: ignore[no-any-return]
 
 
