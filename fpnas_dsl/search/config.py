@@ -94,8 +94,8 @@ class SearchConfig(BaseModel):
             # FBNetV2's distribution is factorized; FD->JD conversion has no DNAS meaning.
             if "distribution" in self.model_fields_set and self.distribution != "factorized":
                 raise ValueError(
-                    f"distribution {self.distribution!r}: DNAS (strategy dnas) searches a "
-                    f"factorized distribution; leave it out or give factorized"
+                    f"--distribution {self.distribution}: DNAS (--strategy dnas) searches "
+                    f"a factorized distribution; leave it out or give factorized"
                 )
             object.__setattr__(self, "distribution", "factorized")
         assert self.warmup_epochs is not None
