@@ -38,6 +38,7 @@ from torch import Tensor
 
 from fpnas_dsl import cost
 from fpnas_dsl.distribution import Distribution
+from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import Space
 from fpnas_dsl.nn.relaxed import RelaxedSupernet, VarId, Weights, joint, variables_of
 
@@ -99,6 +100,9 @@ class Dnas:
     """FBNetV2's search over a `Search`'s supernet, data and run directory."""
 
     def __init__(self, search: Search) -> None:
+        if search.group.world > 1:
+            # Not tested under torchrun (theta's all-reduce mixes dtypes): refuse it.
+            raise FpnasError("--strategy dnas runs in one process; start it without torchrun")
         self.search = search
         space, cfg = search.space, search.config
         size = sum(card for _, card in variables_of(space))
