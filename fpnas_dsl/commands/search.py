@@ -50,6 +50,11 @@ FLAGS: dict[str, tuple[Any, str]] = {
     ),
     "--convert-epoch": (int, "mixed: epoch after which FD becomes JD (default epochs x 80/315)"),
     "--eval-batches": (int, "test batches of 256 scored per epoch (default 20)"),
+    "--temperature": (float, "dnas: initial Gumbel-softmax temperature (default 5.0)"),
+    "--temperature-decay": (
+        float,
+        "dnas: temperature factor per epoch (default exp(-0.045) = 0.956, FBNetV2)",
+    ),
     "--seed": (int, "seed of the core's generator, torch and the data order (default 0)"),
     "--device": (str, "cpu (default), cuda, cuda:N"),
     "--threads": (int, "torch CPU threads (default: torch's)"),
@@ -89,6 +94,13 @@ def register(
         choices=("mixed", "joint", "factorized"),
         help="mixed FD->JD (FP-NAS, default), joint only, factorized only",
     )
+    p.add_argument(
+        "--strategy",
+        choices=("fpnas", "dnas"),
+        help="fpnas: one sampled network per pass (default; --sampling, --distribution); "
+        "dnas: FBNetV2's differentiable search, every candidate mixed with Gumbel-softmax "
+        "weights (--temperature, --temperature-decay)",
+    )
     for flag, (kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
     p.add_argument("--config", type=Path, help="TOML or YAML file of these settings")
@@ -121,7 +133,7 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     origins = dict.fromkeys(values, str(args.config))
-    names = ["space", "target_flops", "sampling", "distribution", "warmup_training"]
+    names = ["space", "target_flops", "sampling", "distribution", "warmup_training", "strategy"]
     names += [flag[2:].replace("-", "_") for flag in FLAGS]
     for key in names:
         value = getattr(args, key)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +60,15 @@ class SearchConfig(BaseModel):
         description="skip the training pass of a sample whose m_omega is below this (0: none)",
     )
     distribution: Literal["mixed", "joint", "factorized"] = "mixed"
+    strategy: Literal["fpnas", "dnas"] = Field(
+        "fpnas",
+        description="fpnas: the probabilistic strategies (sampling, distribution); "
+        "dnas: FBNetV2's differentiable search (fpnas_dsl.search.dnas)",
+    )
+    temperature: float = Field(5.0, gt=0, description="dnas: initial Gumbel-softmax temperature")
+    temperature_decay: float = Field(
+        math.exp(-0.045), gt=0, le=1, description="dnas: temperature factor per epoch"
+    )
     convert_epoch: int | None = Field(
         None, ge=1, description="mixed: epoch after which FD becomes JD (default: epochs x 80/315)"
     )
@@ -84,6 +94,14 @@ class SearchConfig(BaseModel):
             object.__setattr__(
                 self, "convert_epoch", max(1, round(self.epochs * 80 / PAPER_EPOCHS))
             )
+        if self.strategy == "dnas":
+            # FBNetV2's distribution is factorized; FD->JD conversion has no DNAS meaning.
+            if "distribution" in self.model_fields_set and self.distribution != "factorized":
+                raise ValueError(
+                    f"--distribution {self.distribution}: DNAS (--strategy dnas) searches "
+                    f"a factorized distribution; leave it out or give factorized"
+                )
+            object.__setattr__(self, "distribution", "factorized")
         assert self.warmup_epochs is not None
         if self.warmup_epochs >= self.epochs:
             raise ValueError(

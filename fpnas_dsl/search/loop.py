@@ -9,7 +9,9 @@ During the warm-up, by default, every sample trains with weight 1/K and nothing 
 (`warmup_training`), so the supernet learns the whole space before alpha moves.
 At the end of epoch `convert_epoch` a mixed schedule turns FD into JD.
 
-Fixed sampling (PARSEC) and FD-only / JD-only distributions are flags of the same loop.
+Fixed sampling (PARSEC) and FD-only / JD-only distributions are flags of the same loop;
+the differentiable baseline (DNAS, FBNetV2) is another strategy behind the same seam
+(`fpnas_dsl.search.strategy`).
 
 Under torchrun the loop runs on every rank with a `Group` (`fpnas_dsl.search.distributed`)
 that shards the batches, sums the log-likelihoods and averages the gradients; only rank 0
@@ -61,6 +63,7 @@ from fpnas_dsl.search.config import SearchConfig
 from fpnas_dsl.search.distributed import Group, Single, everywhere, state_digest
 from fpnas_dsl.search.importance import hinge_cost, importance_weights, trained_samples
 from fpnas_dsl.search.scoring import supernet_counts
+from fpnas_dsl.search.strategy import Strategy, make_strategy
 
 #: Images per test batch when an architecture is scored (ranks split the test split
 #: into these batches).
@@ -151,6 +154,8 @@ class Search:
         )
         mode: Mode = "joint" if config.distribution == "joint" else "factorized"
         self.dist = Distribution(space.layout.cardinalities, mode=mode, seed=config.seed)
+        self.strategy: Strategy = make_strategy(self)
+        self.dist = self.strategy.dist
         self.prepare = BatchPreparer(data, space.resolution, space.in_channels, self.device)
         self.precision = Precision(config.amp, self.device)
         # Image files are decoded by worker processes (two streams: omega and alpha);
@@ -181,6 +186,7 @@ class Search:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "distribution": self.dist.state_dict(),
+            "strategy": self.strategy.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "grad_scaler": self.precision.state_dict(),
         }
@@ -199,6 +205,7 @@ class Search:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
             self.dist.load_state_dict(state["distribution"])
+            self.strategy.load_state_dict(state.get("strategy", {}))
             torch.set_rng_state(state["torch_rng"])
             self.precision.load_state_dict(state.get("grad_scaler"))
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
@@ -348,6 +355,17 @@ class Search:
         x_val: torch.Tensor,
         y_val: torch.Tensor,
     ) -> dict[str, Any]:
+        return self.strategy.iteration(epoch, x_train, y_train, x_val, y_val)
+
+    def sampled_iteration(
+        self,
+        epoch: int,
+        x_train: torch.Tensor,
+        y_train: torch.Tensor,
+        x_val: torch.Tensor,
+        y_val: torch.Tensor,
+    ) -> dict[str, Any]:
+        """The probabilistic strategies' iteration (`strategy.Sampled`)."""
         cfg = self.config
         t0 = time.perf_counter()
         entropy = self.dist.entropy()
@@ -486,6 +504,7 @@ class Search:
             "modes": sorted(set(self.dist.modes)),
             "time_split": dict(self.times),
         }
+        summary.update(self.strategy.epoch_summary(epoch))
         if self.config.distribution == "mixed" and epoch == self.config.convert_epoch:
             self.dist.to_joint()
             summary["converted_to_joint"] = True

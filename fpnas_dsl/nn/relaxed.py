@@ -1,0 +1,391 @@
+"""The relaxed (DNAS, FBNetV2-style) forward of a `Supernet`: every candidate at once.
+
+`RelaxedSupernet(supernet)(x, weights)` runs the supernet's own parameters (nothing is
+copied or added, so checkpoints, `subnet()` and export are unchanged) on a mixture of all
+architectures, where `weights` maps each search variable `(decision, slot)` to a weight
+vector over its choices (Gumbel-softmax samples in the search, one-hot for one
+architecture). Per block:
+
+- every (kernel, attention, activation) candidate is computed on the widest tensors and
+  the outputs are summed with weight w_kernel * w_attention * w_act (skip is one more
+  candidate: the identity, or the 1x1 projection where the shape changes);
+- channel and expansion choices are FBNetV2's masks over the widest tensor: the mask of
+  a width is sum_c w_c [channel < c], applied after each batch-norm and activation. The
+  expanded width (and the SE / split-attention bottleneck) depends on the input and
+  output channels and the expansion together, so their masks weigh every combination
+  with the product of its variables' weights (`joint`); a variable that two axes share
+  (a row's channels that are also the next block's input) counts once;
+- the residual is added with the probability that the block keeps its shape.
+
+With one-hot weights this is the supernet's forward of that architecture (up to float
+rounding): the masked channels are exactly zero and the leading ones see the same weights.
+A step costs the full width times every candidate: the memory and time FP-NAS avoids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fpnas_dsl.footprint import radix
+from fpnas_dsl.ir import ATTENTION_SPLITS, SKIP_KERNEL, BlockSpec, Slot, Space, mid_channels
+from fpnas_dsl.nn.blocks import ConvBnAct, SplitAttention, SqueezeExcite, activation_fn
+from fpnas_dsl.nn.supernet import SharedMBConv, SuperBlock, Supernet, _bn, _lead
+
+__all__ = [
+    "Masks",
+    "RelaxedSupernet",
+    "VarId",
+    "Weights",
+    "joint",
+    "one_hot_weights",
+    "variables_of",
+]
+
+#: A search variable: (decision, slot).
+VarId = tuple[int, int]
+#: Per variable, a weight vector over its choices.
+Weights = dict[VarId, Tensor]
+
+
+def _var(slot: Slot) -> VarId | None:
+    return None if slot.decision is None or slot.slot is None else (slot.decision, slot.slot)
+
+
+def variables_of(space: Space) -> list[tuple[VarId, int]]:
+    """Every search variable with its cardinality, decision by decision, slot by slot:
+    the order of a factorized distribution's logits."""
+    return [
+        ((d, v), card)
+        for d, dec in enumerate(space.layout.decisions)
+        for v, card in enumerate(dec.cardinalities)
+    ]
+
+
+def one_hot_weights(space: Space, idx: Sequence[Sequence[int]] | Tensor) -> Weights:
+    """The weights that select architecture `idx` (choice indices [D, V])."""
+    rows = idx.tolist() if isinstance(idx, Tensor) else [list(r) for r in idx]
+    out: Weights = {}
+    for (d, v), card in variables_of(space):
+        w = torch.zeros(card)
+        w[int(rows[d][v])] = 1.0
+        out[(d, v)] = w
+    return out
+
+
+def joint(weights: Weights, variables: Sequence[VarId | None], shape: Sequence[int]) -> Tensor:
+    """The weight of every combination of a few axes: the product of their variables'
+    weights, a variable read by two axes counted once (its diagonal), a fixed axis 1."""
+    ref = next(iter(weights.values())) if weights else torch.ones(())
+    out = torch.ones([1] * len(shape), dtype=ref.dtype, device=ref.device)
+    first: dict[VarId, int] = {}
+    for axis, variable in enumerate(variables):
+        if variable is None:
+            continue
+        view = [1] * len(shape)
+        if variable in first:
+            other = first[variable]
+            view[other] = view[axis] = shape[axis]
+            eye = torch.eye(shape[axis], dtype=ref.dtype, device=ref.device)
+            out = out * eye.reshape(view)
+        else:
+            first[variable] = axis
+            view[axis] = shape[axis]
+            out = out * weights[variable].reshape(view)
+    return out
+
+
+def _widths(values: Sequence[int], width: int) -> Tensor:
+    """[len(values), width]: row i is 1 on the leading values[i] channels."""
+    return (torch.arange(width)[None, :] < torch.tensor(values)[:, None]).float()
+
+
+@dataclass
+class _BlockTables:
+    """What a block's masks and candidate weights are computed from."""
+
+    #: Variables of the (in, channels, expansion) axes and their sizes.
+    axes: tuple[VarId | None, VarId | None, VarId | None]
+    shape: tuple[int, int, int]
+    kernel: VarId | None
+    attention: VarId | None
+    act: VarId | None
+    kernels: tuple[int, ...]
+    attentions: tuple[str, ...]
+    acts: tuple[str, ...]
+    #: The activation inside squeeze-excite, per block activation.
+    se_acts: tuple[str, ...]
+    #: [in, out, exp, mid_max]: the expanded width of each combination; `_expanded`
+    #: only where the expansion is not 1 (where the 1x1 expansion runs).
+    mid: Tensor
+    mid_expanded: Tensor
+    #: [exp]: expansion 1 (the input feeds the depthwise convolution directly).
+    unexpanded: Tensor
+    #: [out, out_max] width masks of the output channels.
+    out: Tensor
+    #: [in, out]: the block keeps its shape (stride 1, same channels).
+    same: Tensor
+    #: attention -> [in, out, exp, bottleneck]: the SE / split-attention hidden width.
+    bottleneck: dict[str, Tensor]
+    in_max: int
+    mid_max: int
+    out_max: int
+
+    def to(self, device: torch.device) -> _BlockTables:
+        for name in ("mid", "mid_expanded", "unexpanded", "out", "same"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.bottleneck = {k: v.to(device) for k, v in self.bottleneck.items()}
+        return self
+
+
+def _tables(space: Space, spec: BlockSpec, block: SuperBlock) -> _BlockTables:
+    micro = spec.micro
+    ins = [int(c) for c in spec.in_channels.choices]
+    outs = [int(c) for c in spec.var("channels").choices]
+    exps = [float(e) for e in spec.var("expansion").choices]
+    groups = [g for g in block.ops.values() if isinstance(g, SharedMBConv)]
+    in_max, out_max = max(ins), max(outs)
+    mid_max = max((g.conv_dw.in_channels for g in groups), default=in_max)
+    n = (len(ins), len(outs), len(exps))
+    mid = torch.zeros(*n, mid_max)
+    mid_expanded = torch.zeros(*n, mid_max)
+    attentions = tuple(str(a) for a in spec.var("attention").choices)
+    widths = {a: 0 for a in attentions if ATTENTION_SPLITS[a] >= 1}
+    for g in groups:
+        for a, m in g.attn.items():
+            width = m.conv_reduce.out_channels if isinstance(m, SqueezeExcite) else None
+            if isinstance(m, SplitAttention):
+                width = m.fc1.out_channels
+            widths[a] = max(widths.get(a, 0), int(width or 0))
+    bottleneck = {a: torch.zeros(*n, w) for a, w in widths.items()}
+    for i, cin in enumerate(ins):
+        for j, cout in enumerate(outs):
+            for k, e in enumerate(exps):
+                width = mid_channels(space, micro, cin, cout, e)
+                mid[i, j, k, :width] = 1
+                if e != 1:
+                    mid_expanded[i, j, k, :width] = 1
+                for a, table in bottleneck.items():
+                    splits = ATTENTION_SPLITS[a]
+                    if splits == 1:
+                        att = micro.se_channels(cin, width)
+                    else:
+                        att = max(int(width * splits * micro.sa_ratio), micro.sa_min_width)
+                    table[i, j, k, :att] = 1
+    same = torch.tensor(
+        [[float(spec.stride == 1 and ci == co) for co in outs] for ci in ins], dtype=torch.float32
+    )
+    return _BlockTables(
+        axes=(_var(spec.in_channels), _var(spec.var("channels")), _var(spec.var("expansion"))),
+        shape=n,
+        kernel=_var(spec.var("kernel")),
+        attention=_var(spec.var("attention")),
+        act=_var(spec.var("act")),
+        kernels=tuple(int(str(k)) for k in spec.var("kernel").choices),
+        attentions=attentions,
+        acts=tuple(str(a) for a in spec.var("act").choices),
+        se_acts=tuple(micro.se_act_for(str(a)) for a in spec.var("act").choices),
+        mid=mid,
+        mid_expanded=mid_expanded,
+        unexpanded=torch.tensor([float(e == 1) for e in exps]),
+        out=_widths(outs, out_max),
+        same=same,
+        bottleneck=bottleneck,
+        in_max=in_max,
+        mid_max=mid_max,
+        out_max=out_max,
+    )
+
+
+def _fit(x: Tensor, channels: int) -> Tensor:
+    """x with `channels` channels: cut, or zero-padded (the masked widest tensors)."""
+    have = x.shape[1]
+    if have == channels:
+        return x
+    if have > channels:
+        return x[:, :channels]
+    return F.pad(x, (0, 0, 0, 0, 0, channels - have))
+
+
+def _mask(x: Tensor, mask: Tensor) -> Tensor:
+    return x * mask.to(x.dtype)[None, :, None, None]
+
+
+class RelaxedSupernet:
+    """The DNAS forward over a `Supernet`'s parameters (see the module docstring)."""
+
+    def __init__(self, supernet: Supernet) -> None:
+        self.supernet = supernet
+        space = supernet.space
+        self._tables = [
+            _tables(space, spec, block)  # type: ignore[arg-type]
+            for spec, block in zip(space.blocks, supernet.blocks, strict=True)
+        ]
+        self._device: torch.device | None = None
+
+    def masks(self, block: int, weights: Weights) -> Masks:
+        """The masks and candidate weights of block `block` under `weights`."""
+        return _masks(self._tables[block], weights, self._tables[block].mid.device)
+
+    def __call__(self, x: Tensor, weights: Weights) -> Tensor:
+        net = self.supernet
+        if self._device != x.device:
+            self._tables = [t.to(x.device) for t in self._tables]
+            self._device = x.device
+        training = net.training
+        x = net.stem(x)
+        for i, tables in enumerate(self._tables):
+            block: SuperBlock = net.blocks[i]  # type: ignore[assignment]
+            x = self._block(x, block, tables, weights, net._gate[i], training)
+        for m in net.head:
+            conv: ConvBnAct = m  # type: ignore[assignment]
+            x = F.conv2d(x, conv.conv.weight, None, conv.conv.stride, conv.conv.padding)
+            x = conv.act(_bn(x, conv.bn, conv.conv.out_channels, training))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        for layer in net.classifier:
+            x = (
+                F.linear(x, layer.weight, layer.bias)
+                if isinstance(layer, torch.nn.Linear)
+                else layer(x)
+            )
+        return x
+
+    def _block(
+        self,
+        x: Tensor,
+        block: SuperBlock,
+        t: _BlockTables,
+        weights: Weights,
+        gate: Callable[[Tensor], Tensor],
+        training: bool,
+    ) -> Tensor:
+        m = _masks(t, weights, x.device)
+        m_mid, m_expanded, p_unexpanded = m.mid, m.expanded, m.unexpanded
+        m_out, p_same, m_att = m.out, m.same, m.bottleneck
+        w_kernel, w_att, w_act = m.kernel, m.attention, m.act
+
+        mixed: Tensor | None = None
+        for group_name, group in block.ops.items():
+            op: SharedMBConv = group  # type: ignore[assignment]
+            members = [
+                (ki, ai)
+                for ki, k in enumerate(t.kernels)
+                for ai, a in enumerate(t.attentions)
+                if k != SKIP_KERNEL and block.group_of[(k, a)] == group_name
+            ]
+            pre = None
+            if op.conv_pw is not None and op.bn1 is not None:
+                pre = _bn(F.conv2d(x, op.conv_pw.weight), op.bn1, t.mid_max, training)
+            x_mid = _fit(x, t.mid_max) if bool(t.unexpanded.any()) else None
+            for fi, act_name in enumerate(t.acts):
+                act = activation_fn(act_name)
+                h: Tensor | None = None
+                if pre is not None:
+                    h = _mask(act(pre), m_expanded)
+                if x_mid is not None:
+                    h = x_mid * p_unexpanded if h is None else h + x_mid * p_unexpanded
+                assert h is not None
+                for ki, ai in members:
+                    z = _candidate(
+                        h, op, t, t.kernels[ki], t.attentions[ai], fi, m_mid, m_att, gate, training
+                    )
+                    z = z * (w_kernel[ki] * w_att[ai] * w_act[fi])
+                    mixed = z if mixed is None else mixed + z
+        if SKIP_KERNEL in t.kernels and block.skip is not None:
+            # The projection that skip becomes where the shape changes.
+            skip = block.skip
+            y = F.conv2d(x, skip.conv.weight, None, skip.conv.stride, skip.conv.padding)
+            y = skip.act(_bn(y, skip.bn, t.out_max, training))
+            y = y * (w_kernel[t.kernels.index(SKIP_KERNEL)] * (1 - p_same))
+            mixed = y if mixed is None else mixed + y
+        out = None if mixed is None else _mask(mixed, m_out)
+        if bool(t.same.any()):
+            shortcut = _fit(x, t.out_max) * p_same
+            out = shortcut if out is None else out + shortcut
+        assert out is not None
+        return out
+
+
+@dataclass
+class Masks:
+    """A block's width masks and candidate weights under given variable weights."""
+
+    #: Expanded (depthwise) width; `expanded`: only where the 1x1 expansion runs.
+    mid: Tensor
+    expanded: Tensor
+    #: Weight of expansion 1 (the input goes straight to the depthwise convolution).
+    unexpanded: Tensor
+    #: Output channels.
+    out: Tensor
+    #: Weight of keeping the shape (the residual).
+    same: Tensor
+    #: attention -> its bottleneck width.
+    bottleneck: dict[str, Tensor]
+    kernel: Tensor
+    attention: Tensor
+    act: Tensor
+
+
+def _masks(t: _BlockTables, weights: Weights, device: torch.device) -> Masks:
+    def w(variable: VarId | None, size: int) -> Tensor:
+        if variable is None:
+            return torch.ones(size, device=device)
+        return weights[variable].to(device, torch.float32)
+
+    given = {v: w(v, n) for v, n in zip(t.axes, t.shape, strict=True) if v is not None}
+    combos = joint(given, t.axes, t.shape).to(device, torch.float32)
+    return Masks(
+        mid=torch.einsum("ijk,ijkc->c", combos, t.mid),
+        expanded=torch.einsum("ijk,ijkc->c", combos, t.mid_expanded),
+        unexpanded=(combos * t.unexpanded).sum(),
+        out=w(t.axes[1], t.shape[1]) @ t.out,
+        same=(combos.sum(2) * t.same).sum(),
+        bottleneck={a: torch.einsum("ijk,ijkc->c", combos, b) for a, b in t.bottleneck.items()},
+        kernel=w(t.kernel, len(t.kernels)),
+        attention=w(t.attention, len(t.attentions)),
+        act=w(t.act, len(t.acts)),
+    )
+
+
+def _candidate(
+    h: Tensor,
+    op: SharedMBConv,
+    t: _BlockTables,
+    kernel: int,
+    attention: str,
+    act_index: int,
+    m_mid: Tensor,
+    m_att: dict[str, Tensor],
+    gate: Callable[[Tensor], Tensor],
+    training: bool,
+) -> Tensor:
+    """One (kernel, attention, activation) candidate at the widest, before its output mask
+    (`_run_mbconv` on every channel, masked)."""
+    act = activation_fn(t.acts[act_index])
+    mid = t.mid_max
+    splits = ATTENTION_SPLITS[attention]
+    filters = radix(splits)
+    y = F.conv2d(h, op.depthwise(mid, splits, kernel), None, op.stride, kernel // 2, 1, mid)
+    y = act(_bn(y, op.bn2[f"r{filters}"], mid * filters, training))  # type: ignore[arg-type]
+    y = _mask(y, m_mid.repeat_interleave(filters) if filters > 1 else m_mid)
+    if splits == 1:
+        se: SqueezeExcite = op.attn[attention]  # type: ignore[assignment]
+        se_act = activation_fn(t.se_acts[act_index])
+        s = y.mean((2, 3), keepdim=True)
+        s = se_act(F.conv2d(s, se.conv_reduce.weight, se.conv_reduce.bias))
+        s = _mask(s, m_att[attention][: s.shape[1]])
+        s = F.conv2d(s, se.conv_expand.weight, se.conv_expand.bias)
+        y = y * gate(s)
+    elif splits >= 2:
+        sa: SplitAttention = op.attn[attention]  # type: ignore[assignment]
+        y5 = torch.unflatten(y, 1, (mid, splits))
+        gap = y5.sum(2).mean((2, 3), keepdim=True)
+        a = F.relu(F.conv2d(gap, sa.fc1.weight, sa.fc1.bias))
+        a = _mask(a, m_att[attention][: a.shape[1]])
+        a = F.conv2d(a, _lead(sa.fc2.weight, mid * splits), _lead(sa.fc2.bias, mid * splits))
+        y = (y5 * torch.unflatten(a, 1, (mid, splits)).softmax(2)).sum(2)
+    return _bn(F.conv2d(y, op.conv_pwl.weight), op.bn3, t.out_max, training)
