@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 import tomllib
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fpnas_dsl.errors import FpnasError, clip
 from fpnas_dsl.runfiles import write_json_atomic
@@ -27,7 +34,16 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     space: str
-    target_flops: float = Field(gt=0, description="FLOPS (multiply-accumulates) target")
+    target_flops: float | None = Field(
+        None, gt=0, description="FLOPS (multiply-accumulates) target"
+    )
+    target_latency: float | None = Field(
+        None, gt=0, description="latency target in seconds (`3ms` in a file or flag)"
+    )
+    latency_table: str | None = Field(None, description="the table of `fpnas latency`")
+    latency_table_digest: str | None = Field(
+        None, description="the table's digest when the run began (a resume checks it)"
+    )
     data: str = "fashion-mnist"
     data_dir: str | None = None
     resolution: int | None = Field(None, ge=1, description="default: the data's")
@@ -68,8 +84,19 @@ class SearchConfig(BaseModel):
     threads: int | None = Field(None, ge=1)
     out: str | None = None
 
+    @field_validator("target_latency", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        from fpnas_dsl.latency import parse_duration
+
+        return parse_duration(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _fill_derived(self) -> SearchConfig:
+        if self.target_flops is None and self.target_latency is None:
+            raise ValueError("give --target-flops, --target-latency, or both")
+        if (self.target_latency is None) != (self.latency_table is None):
+            raise ValueError("--target-latency and --latency-table go together")
         if self.warmup_epochs is None:
             object.__setattr__(
                 self, "warmup_epochs", round(self.epochs * PAPER_WARMUP / PAPER_EPOCHS)
