@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--networks", type=int, default=50)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--repetitions", type=int, help="timed calls per round (default: the table's)")
     ap.add_argument("--plot", help="scatter plot file (png)")
     args = ap.parse_args()
 
@@ -61,7 +62,7 @@ def main() -> None:
         table.device,
         table.threads,
         int(table.method.get("warmup", 5)),
-        int(table.method.get("repetitions", 30)),
+        args.repetitions or int(table.method.get("repetitions", 30)),
         table.clock,
     )
     model = LatencyModel(space, table)

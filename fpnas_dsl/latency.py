@@ -432,12 +432,15 @@ class LatencyTable:
         parts = parts or space_parts(space)
         missing = [s for s in parts.catalogue if s not in self.entries]
         if missing:
+            name = space.source if Path(space.source).is_file() else space.name
+            clock = " --clock cpu" if self.clock == "cpu" else ""
             raise TableMismatch(
                 f"{where}: lacks {len(missing)} of the {len(parts.catalogue)} parts of "
                 f"{space.name} (first: {missing[0]!r}); finish it with `fpnas latency "
-                f"{space.name} --resolution {space.resolution} --backend {self.backend} "
-                f"--device {self.device} --batch {self.batch} --threads {self.threads} "
-                f"-o {where}` (it resumes)"
+                f"{name} --resolution {space.resolution} --in-channels {space.in_channels} "
+                f"--classes {space.classes} --backend {self.backend} --device {self.device} "
+                f"--batch {self.batch} --threads {self.threads}{clock} -o {where}` "
+                "(it resumes)"
             )
 
 
