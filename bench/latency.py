@@ -71,7 +71,8 @@ def main() -> None:
     raw = predicted - model.overhead - model.part_overhead * model.part_counts(archs)
 
     t0 = time.perf_counter()
-    measured = measure_networks(space, archs, timer, table.batch, args.rounds)
+    rounds = measure_networks(space, archs, timer, table.batch, args.rounds, per_round=True)
+    measured = np.median(rounds, axis=1)
     took = time.perf_counter() - t0
 
     print(
@@ -92,6 +93,12 @@ def main() -> None:
         f"measured end to end: min {measured.min() * 1e3:.3f} ms, median "
         f"{np.median(measured) * 1e3:.3f} ms, max {measured.max() * 1e3:.3f} ms"
     )
+    if args.rounds >= 2:
+        # The noise floor: one round's measurement against another's, same networks.
+        print(
+            f"repeatability, round 1 vs round 2: MAPE {mape(rounds[:, 0], rounds[:, 1]):5.1f}%  "
+            f"Spearman rho {spearman(rounds[:, 0], rounds[:, 1]):.3f}"
+        )
     print(
         f"sum of parts alone:        MAPE {mape(raw, measured):5.1f}%  Spearman rho "
         f"{spearman(raw, measured):.3f}  mean signed error "

@@ -279,23 +279,27 @@ def measure_networks(
     batch: int,
     rounds: int = 3,
     progress: Callable[[int], object] | None = None,
+    per_round: bool = False,
 ) -> np.ndarray:
     """Median seconds of the standalone network of each of `archs` [N, D, V] (one batch
     of `batch` images), timed as the table's parts are, in `rounds` interleaved rounds
     (every network once per round; the median over rounds): a burst of load on a shared
-    machine then spreads over every network instead of falling on a few."""
+    machine then spreads over every network instead of falling on a few. `per_round`:
+    the [N, rounds] medians of each round instead (how repeatable the measurement is)."""
     runners = []
     for idx in archs:
         net = build_network(space, decode(space, idx)).eval()
         x = torch.randn(batch, space.in_channels, space.resolution, space.resolution)
         runners.append(timer.runner(net, (x,)))
-    per_round: list[list[float]] = [[] for _ in runners]
+    rounds_of: list[list[float]] = [[] for _ in runners]
     for _ in range(rounds):
         for i, run in enumerate(runners):
-            per_round[i].append(statistics.median(timer.time(run)))
+            rounds_of[i].append(statistics.median(timer.time(run)))
             if progress is not None:
                 progress(1)
-    return np.array([statistics.median(r) for r in per_round])
+    if per_round:
+        return np.array(rounds_of)
+    return np.array([statistics.median(r) for r in rounds_of])
 
 
 def machine_info(timer: Timer) -> dict[str, Any]:

@@ -264,3 +264,16 @@ def test_search_for_a_latency_target_and_resume_with_another_table(
         capsys, [*argv[:3], "1us", *argv[4:-3], "--out", str(tmp_path / "r2"), "--no-progress"]
     )
     assert "outside the space's range" in message
+
+
+def test_fitted_overheads_are_never_negative() -> None:
+    from fpnas_dsl.commands.latency import fit_overheads
+
+    counts = np.arange(10.0, 40.0)
+    assert fit_overheads(1e-3 + 2e-5 * counts, counts) == pytest.approx((1e-3, 2e-5))
+    # Noise that says "networks are faster than their parts" fits no overhead at all.
+    assert fit_overheads(np.full(30, -1e-3), counts) == (0.0, 0.0)
+    network, per_part = fit_overheads(1e-3 - 1e-5 * counts, counts)
+    assert network > 0 and per_part == 0.0
+    # Too few networks: the median, alone.
+    assert fit_overheads([1e-3, 3e-3, 2e-3], [10, 20, 30]) == (2e-3, 0.0)

@@ -260,17 +260,28 @@ def _calibrate(space: Any, table: Any, timer: Any, args: argparse.Namespace, par
 
 
 def fit_overheads(missed: Any, counts: Any) -> tuple[float, float]:
-    """(per network, per part) seconds that the sum of parts misses, by least squares on
-    `missed = network + per_part x counts`; with too few networks, or parts per network
-    that barely vary, only the per-network constant (the median) is fitted."""
+    """(per network, per part) seconds that the sum of parts misses: `missed = network +
+    per_part x counts`, both at least 0 (a network does not run faster than its layers;
+    a fit below 0 is noise in a few networks, and would predict negative latencies for
+    small ones). Least squares on the 3 candidate models (both, per network only, per
+    part only), the one of least squared error kept; with too few networks, or parts per
+    network that barely vary, the per-network constant alone (the median)."""
     import numpy as np
 
     missed, counts = np.asarray(missed, dtype=float), np.asarray(counts, dtype=float)
-    if len(missed) >= 6 and np.ptp(counts) >= 3:
-        design = np.stack([np.ones_like(counts), counts], axis=1)
-        (network, per_part), *_ = np.linalg.lstsq(design, missed, rcond=None)
-        return float(network), float(per_part)
-    return float(np.median(missed)), 0.0
+    if len(missed) < 6 or np.ptp(counts) < 3:
+        return max(0.0, float(np.median(missed))), 0.0
+    candidates = [(max(0.0, float(missed.mean())), 0.0)]
+    candidates.append((0.0, max(0.0, float(counts @ missed / (counts @ counts)))))
+    design = np.stack([np.ones_like(counts), counts], axis=1)
+    (network, per_part), *_ = np.linalg.lstsq(design, missed, rcond=None)
+    if network >= 0 and per_part >= 0:
+        candidates.append((float(network), float(per_part)))
+
+    def error(fit: tuple[float, float]) -> float:
+        return float(np.sum((missed - fit[0] - fit[1] * counts) ** 2))
+
+    return min(candidates, key=error)
 
 
 def _compare(args: argparse.Namespace, space: Any, table: Any, timer: Any) -> int:
