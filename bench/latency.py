@@ -64,6 +64,7 @@ def main() -> None:
         int(table.method.get("warmup", 5)),
         args.repetitions or int(table.method.get("repetitions", 30)),
         table.clock,
+        str(table.method.get("ort_level", "extended")),
     )
     model = LatencyModel(space, table)
     archs = uniform_samples(space, args.networks, seed=args.seed)

@@ -337,6 +337,7 @@ class LatencyTable:
             "batch": self.batch,
             "threads": self.threads,
             "clock": self.clock,
+            "ort_level": self.method.get("ort_level"),
         }
 
     def seconds(self, signature: str) -> float:
@@ -434,6 +435,8 @@ class LatencyTable:
         if missing:
             name = space.source if Path(space.source).is_file() else space.name
             clock = " --clock cpu" if self.clock == "cpu" else ""
+            if self.method.get("ort_level"):
+                clock += f" --ort-level {self.method['ort_level']}"
             raise TableMismatch(
                 f"{where}: lacks {len(missing)} of the {len(parts.catalogue)} parts of "
                 f"{space.name} (first: {missing[0]!r}); finish it with `fpnas latency "
@@ -460,7 +463,7 @@ class LatencyModel:
         # The fitted corrections: per network, and per part the network runs.
         self.overhead = table.network_overhead_s or 0.0
         self.part_overhead = table.part_overhead_s or 0.0
-        self.constant = sum(table.seconds(s) + self.part_overhead for s in parts.constant)
+        self.constant = sum(self._part(s) for s in parts.constant)
         self.terms = parts.terms
         self._constant_parts = parts.constant
         self.arrays: list[FloatArray] = []
@@ -471,7 +474,7 @@ class LatencyModel:
             arr = np.full(term.shape, np.nan)
             count = np.full(term.shape, np.nan)
             for index, sigs in term.parts.items():
-                arr[index] = sum(table.seconds(s) + self.part_overhead for s in sigs)
+                arr[index] = sum(self._part(s) for s in sigs)
                 count[index] = len(sigs)
             self.arrays.append(arr)
             self.counts.append(count)
@@ -495,10 +498,14 @@ class LatencyModel:
         self._flat = np.concatenate([a.ravel() for a in self.arrays])
         self._flat_counts = np.concatenate([c.ravel() for c in self.counts])
 
+    def _part(self, signature: str) -> float:
+        """A part's seconds with the fitted per-part correction, never below zero."""
+        return max(0.0, self.table.seconds(signature) + self.part_overhead)
+
     def price(self, idx: npt.ArrayLike) -> FloatArray:
         """Predicted seconds per batch of `table.batch` images: indices [..., D, V] -> [...]."""
         out = self._gathered(idx, self._flat)
-        total: FloatArray = out + self.constant + self.overhead
+        total: FloatArray = np.maximum(out + self.constant + self.overhead, 0.0)
         return total
 
     def part_counts(self, idx: npt.ArrayLike) -> FloatArray:
@@ -543,7 +550,7 @@ class LatencyModel:
             gone = tuple(i for i, v in enumerate(union) if last_use[v] <= t)
             message = reduce(total, axis=gone) if gone else total
             message_vars = [v for v in union if last_use[v] > t]
-        return float(message) + self.constant + self.overhead
+        return max(0.0, float(message) + self.constant + self.overhead)
 
     def summary(self, samples: int = 2000, seed: int = 0) -> dict[str, float]:
         """Exact min and max, and the lower median of uniform samples (seconds)."""

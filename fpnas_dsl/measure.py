@@ -42,6 +42,7 @@ __all__ = ["BACKENDS", "Timer", "build_part", "machine_info", "measure_networks"
 
 BACKENDS = ("torch", "onnxruntime")
 OPSET = 17
+ORT_LEVELS = {"extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
 class _Project(nn.Module):
@@ -120,6 +121,12 @@ class Timer:
     #: "wall" (time.perf_counter) or "cpu" (the calling thread's CPU time, which leaves out
     #: the time other processes take the core: one thread on a shared machine only).
     clock: str = "wall"
+    #: ONNX Runtime's graph optimisations: "extended" (fusions, no layout change) or "all"
+    #: (also the NCHWc layout of x86 convolutions, ONNX Runtime's default). Under "all" a
+    #: part measured alone converts its input to NCHWc and its output back, which a
+    #: network does once for a chain of convolutions, so the parts' sum overestimates
+    #: networks by 50-120% (BENCHMARKS.md, issue 16); "extended" times both the same way.
+    ort_level: str = "extended"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -140,6 +147,8 @@ class Timer:
                     f"--device {self.device} --backend onnxruntime: this onnxruntime has no "
                     "CUDAExecutionProvider (install onnxruntime-gpu)"
                 )
+        if self.ort_level not in ORT_LEVELS:
+            raise FpnasError(f"--ort-level {self.ort_level!r}: use extended or all")
         if self.threads < 1 or self.warmup < 0 or self.repetitions < 1:
             raise FpnasError("--threads and --repetitions must be 1 or more, --warmup 0 or more")
         if self.clock not in ("wall", "cpu"):
@@ -184,6 +193,9 @@ class Timer:
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, ORT_LEVELS[self.ort_level]
+        )
         providers = (["CUDAExecutionProvider"] if self.torch_device.type == "cuda" else []) + [
             "CPUExecutionProvider"
         ]
@@ -241,6 +253,7 @@ class Timer:
             "repetitions": self.repetitions,
             "statistic": "median",
             "clock": self.clock,
+            **({"ort_level": self.ort_level} if self.backend == "onnxruntime" else {}),
         }
 
 

@@ -77,6 +77,13 @@ def register(sub: Any, name: str, help_text: str) -> None:
         "machine shared with other jobs (--threads 1 on cpu only)",
     )
     p.add_argument(
+        "--ort-level",
+        default="extended",
+        choices=("extended", "all"),
+        help="ONNX Runtime graph optimisations: extended (default: fusions, no NCHWc "
+        "layout, which parts measured alone cannot reproduce) or all",
+    )
+    p.add_argument(
         "--calibrate",
         type=int,
         default=20,
@@ -111,7 +118,13 @@ def run(args: argparse.Namespace) -> int:
         raise FpnasError(f"--calibrate {args.calibrate}: give 0 or more networks")
     space = load_space(args.space, args.resolution, args.in_channels, args.classes)
     timer = Timer(
-        args.backend, args.device, args.threads, args.warmup, args.repetitions, args.clock
+        args.backend,
+        args.device,
+        args.threads,
+        args.warmup,
+        args.repetitions,
+        args.clock,
+        args.ort_level,
     )
     out = Path(args.out)
     parts = space_parts(space)
@@ -246,7 +259,7 @@ def _calibrate(space: Any, table: Any, timer: Any, args: argparse.Namespace, par
         measured = measure_networks(
             space, archs, timer, args.batch, CALIBRATION_ROUNDS, lambda n: bar.update(n)
         )
-    network, per_part = fit_overheads(measured - predicted, counts)
+    network, per_part = fit_overheads(measured - predicted, counts, measured)
     corrected = predicted + network + per_part * counts
     table.network_overhead_s, table.part_overhead_s = network, per_part
     table.calibration = {
@@ -259,29 +272,53 @@ def _calibrate(space: Any, table: Any, timer: Any, args: argparse.Namespace, par
     }
 
 
-def fit_overheads(missed: Any, counts: Any) -> tuple[float, float]:
+def fit_overheads(missed: Any, counts: Any, measured: Any | None = None) -> tuple[float, float]:
     """(per network, per part) seconds that the sum of parts misses: `missed = network +
-    per_part x counts`, both at least 0 (a network does not run faster than its layers;
-    a fit below 0 is noise in a few networks, and would predict negative latencies for
-    small ones). Least squares on the 3 candidate models (both, per network only, per
-    part only), the one of least squared error kept; with too few networks, or parts per
-    network that barely vary, the per-network constant alone (the median)."""
+    per_part x counts`. Either may be below 0: ONNX Runtime pays a session call per part
+    in the table but one per network, torch's parts run hotter alone than in a network
+    (`LatencyModel` keeps every corrected part at 0 or more).
+
+    Three models compete: no correction, the per-network constant alone (the median), both
+    by least squares on relative residuals (divided by `measured`); with `measured`, the
+    one of least leave-one-out mean absolute percentage error wins (on a noisy machine a
+    two-parameter fit on 20 networks can be worse than none), else the least-squares one.
+    With too few networks, or parts per network that barely vary, only the constant is
+    fitted."""
     import numpy as np
 
     missed, counts = np.asarray(missed, dtype=float), np.asarray(counts, dtype=float)
     if len(missed) < 6 or np.ptp(counts) < 3:
-        return max(0.0, float(np.median(missed))), 0.0
-    candidates = [(max(0.0, float(missed.mean())), 0.0)]
-    candidates.append((0.0, max(0.0, float(counts @ missed / (counts @ counts)))))
-    design = np.stack([np.ones_like(counts), counts], axis=1)
-    (network, per_part), *_ = np.linalg.lstsq(design, missed, rcond=None)
-    if network >= 0 and per_part >= 0:
-        candidates.append((float(network), float(per_part)))
+        return float(np.median(missed)), 0.0
 
-    def error(fit: tuple[float, float]) -> float:
-        return float(np.sum((missed - fit[0] - fit[1] * counts) ** 2))
+    # Relative residuals: small networks weigh as much as large ones (what MAPE counts).
+    weight = np.ones_like(missed) if measured is None else 1 / np.asarray(measured, float)
 
-    return min(candidates, key=error)
+    def least_squares(m: Any, c: Any, w: Any) -> tuple[float, float]:
+        design = np.stack([np.ones_like(c), c], axis=1) * w[:, None]
+        (network, per_part), *_ = np.linalg.lstsq(design, m * w, rcond=None)
+        return float(network), float(per_part)
+
+    def constant(m: Any, c: Any, w: Any) -> tuple[float, float]:
+        return float(np.median(m)), 0.0
+
+    def nothing(m: Any, c: Any, w: Any) -> tuple[float, float]:
+        return 0.0, 0.0
+
+    if measured is None:
+        return least_squares(missed, counts, weight)
+    keep = np.ones(len(missed), dtype=bool)
+
+    def loo_error(fit: Any) -> float:
+        errors = []
+        for i in range(len(missed)):
+            keep[:] = True
+            keep[i] = False
+            network, per_part = fit(missed[keep], counts[keep], weight[keep])
+            errors.append(abs(missed[i] - network - per_part * counts[i]) * weight[i])
+        return float(np.mean(errors))
+
+    best = min((nothing, constant, least_squares), key=loo_error)
+    return best(missed, counts, weight)
 
 
 def _compare(args: argparse.Namespace, space: Any, table: Any, timer: Any) -> int:
