@@ -278,10 +278,11 @@ def fit_overheads(missed: Any, counts: Any, measured: Any | None = None) -> tupl
     in the table but one per network, torch's parts run hotter alone than in a network
     (`LatencyModel` keeps every corrected part at 0 or more).
 
-    Three models compete: no correction, the per-network constant alone (the median), both
-    by least squares on relative residuals (divided by `measured`); with `measured`, the
-    one of least leave-one-out mean absolute percentage error wins (on a noisy machine a
-    two-parameter fit on 20 networks can be worse than none), else the least-squares one.
+    Four models compete: no correction, the per-network constant alone (the median), the
+    per-part one alone, both by least squares on relative residuals (divided by
+    `measured`); with `measured`, the one of least leave-one-out mean absolute percentage
+    error wins (on a noisy machine a two-parameter fit on 20 networks can be worse than
+    none), else the least-squares one.
     With too few networks, or parts per network that barely vary, only the constant is
     fitted."""
     import numpy as np
@@ -304,6 +305,10 @@ def fit_overheads(missed: Any, counts: Any, measured: Any | None = None) -> tupl
     def nothing(m: Any, c: Any, w: Any) -> tuple[float, float]:
         return 0.0, 0.0
 
+    def per_part_only(m: Any, c: Any, w: Any) -> tuple[float, float]:
+        cw = c * w
+        return 0.0, float(cw @ (m * w) / (cw @ cw))
+
     if measured is None:
         return least_squares(missed, counts, weight)
     keep = np.ones(len(missed), dtype=bool)
@@ -317,7 +322,7 @@ def fit_overheads(missed: Any, counts: Any, measured: Any | None = None) -> tupl
             errors.append(abs(missed[i] - network - per_part * counts[i]) * weight[i])
         return float(np.mean(errors))
 
-    best = min((nothing, constant, least_squares), key=loo_error)
+    best = min((nothing, constant, per_part_only, least_squares), key=loo_error)
     return best(missed, counts, weight)
 
 
