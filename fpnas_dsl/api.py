@@ -155,8 +155,11 @@ def run_search(
             )
         space = space.source
     values["space"] = str(space)
-    if "target_flops" not in values:
-        raise FpnasError("missing target_flops (the FLOPS the architecture may use)")
+    if "target_flops" not in values and "target_latency" not in values:
+        raise FpnasError(
+            "missing target_flops (the FLOPS the architecture may use) or target_latency "
+            "with latency_table"
+        )
     run = prepare_search(make_config(values, source="run_search()"))
     result = run.run(progress=progress)
     return {"run_dir": str(run.run_dir), **result}

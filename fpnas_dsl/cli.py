@@ -32,6 +32,7 @@ from fpnas_dsl.errors import FpnasError, Interrupted, RunError, clip
 COMMANDS: dict[str, tuple[str, str]] = {
     "compile": ("compile", "parse and validate a .space file and summarise the space"),
     "cost": ("cost", "FLOPS and params of one architecture"),
+    "latency": ("latency", "measure a latency table of a space on this machine"),
     "search": ("search", "search a space with FP-NAS"),
     "export": ("export", "export an architecture to ONNX, TorchScript or JSON"),
     "train": ("train", "train an architecture from scratch"),

@@ -229,3 +229,6 @@ def test_dnas_refuses_a_joint_distribution(
     assert "--distribution" in err and "factorized" in err
     err = one_line_error(capsys, [*argv, "--strategy", "dnas", "--temperature", "0"])
     assert "--temperature" in err
+    latency = ["--target-latency", "1ms", "--latency-table", str(tmp_path / "t.json")]
+    err = one_line_error(capsys, [*argv, "--strategy", "dnas", *latency])
+    assert "--target-flops" in err and "--target-latency" in err

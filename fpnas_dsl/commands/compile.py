@@ -32,6 +32,11 @@ def register(sub: Any, name: str, help_text: str) -> None:
     parser.add_argument("--classes", type=int, metavar="N", help="override the number of classes")
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.add_argument(
+        "--latency-table",
+        metavar="TABLE.json",
+        help="also print the latency range from a table of `fpnas latency`",
+    )
+    parser.add_argument(
         "--ir", metavar="FILE", help="write the compiled IR as JSON to FILE ('-': standard output)"
     )
     parser.set_defaults(func=run)
@@ -51,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(space.portable_dump(), indent=2) + "\n")
         return 0
     summary = summarize(space)
+    latency = None
+    if args.latency_table:
+        from fpnas_dsl.latency import latency_model
+
+        model = latency_model(space, args.latency_table)
+        latency = {**model.summary(), **latency_setting(model.table)}
+        summary["latency"] = latency
     if args.ir:
         # Missing directories are created, as `fpnas search --out` creates its run
         # directory; the file appears whole or not at all.
@@ -59,6 +71,28 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
         sys.stdout.write(render(summary, space) + "\n")
+        if latency is not None:
+            sys.stdout.write(latency_line(latency) + "\n")
         if args.ir:
             sys.stdout.write(f"IR written to {args.ir}\n")
     return 0
+
+
+def latency_setting(table: Any) -> dict[str, Any]:
+    return {
+        "backend": table.backend,
+        "device": table.device,
+        "threads": table.threads,
+        "batch": table.batch,
+    }
+
+
+def latency_line(latency: dict[str, Any]) -> str:
+    from fpnas_dsl.latency import format_seconds
+
+    return (
+        f"latency    {format_seconds(latency['latency_min'])} min, "
+        f"{format_seconds(latency['latency_median'])} median, "
+        f"{format_seconds(latency['latency_max'])} max (table: {latency['backend']} on "
+        f"{latency['device']}, {latency['threads']} thread(s), batch {latency['batch']})"
+    )

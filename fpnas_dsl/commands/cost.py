@@ -46,6 +46,11 @@ def register(sub: Any, name: str, help_text: str) -> None:
         action="store_true",
         help="also count one operation per element of every global pool (FBNet's convention)",
     )
+    parser.add_argument(
+        "--latency-table",
+        metavar="TABLE.json",
+        help="also print the latency a table of `fpnas latency` predicts",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run)
 
@@ -90,6 +95,17 @@ def run(args: argparse.Namespace) -> int:
 
     space, arch = _architecture(args)
     flops, params = network_cost(space, arch, count_pool=args.count_pool)
+    latency: float | None = None
+    if args.latency_table:
+        from fpnas_dsl.ir import encode
+        from fpnas_dsl.latency import latency_model
+
+        model = latency_model(space, args.latency_table)
+        latency = float(model.price(encode(space, arch)[None])[0])
+        setting = (
+            f"{model.table.backend} on {model.table.device}, {model.table.threads} "
+            f"thread(s), batch {model.table.batch}"
+        )
     if args.json:
         out = {
             "space": space.name,
@@ -101,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
             "params": params,
             "count_pool": bool(args.count_pool),
         }
+        if latency is not None:
+            out["latency_s"] = latency
         print(json.dumps(out))
         return 0
     pool = ", global pools counted" if args.count_pool else ""
@@ -110,4 +128,8 @@ def run(args: argparse.Namespace) -> int:
     )
     print(f"FLOPS   {flops / 1e6:,.2f} M multiply-accumulates ({flops:,}){pool}")
     print(f"params  {params / 1e6:,.3f} M ({params:,})")
+    if latency is not None:
+        from fpnas_dsl.latency import format_seconds
+
+        print(f"latency {format_seconds(latency)} predicted ({setting})")
     return 0

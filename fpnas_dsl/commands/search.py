@@ -79,6 +79,14 @@ def register(
     p.add_argument("space", nargs="?", help="a .space file or the name of a bundled space")
     p.add_argument("--target-flops", type=float, help="FLOPS target (multiply-accumulates)")
     p.add_argument(
+        "--target-latency",
+        help="latency target with a unit (3ms, 800us), priced by --latency-table; "
+        "with --target-flops too, both hinge costs add",
+    )
+    p.add_argument(
+        "--latency-table", help="a latency table of the space (`fpnas latency SPACE -o TABLE`)"
+    )
+    p.add_argument(
         "--sampling",
         choices=("adaptive", "fixed"),
         help="adaptive (FP-NAS, default) or fixed K (PARSEC)",
@@ -133,7 +141,8 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     origins = dict.fromkeys(values, str(args.config))
-    names = ["space", "target_flops", "sampling", "distribution", "warmup_training", "strategy"]
+    names = ["space", "target_flops", "target_latency", "latency_table", "sampling"]
+    names += ["distribution", "warmup_training", "strategy"]
     names += [flag[2:].replace("-", "_") for flag in FLAGS]
     for key in names:
         value = getattr(args, key)
@@ -211,8 +220,11 @@ def _settle(args: argparse.Namespace, group: Group) -> Any:
     else:
         if "space" not in values:
             raise FpnasError("missing SPACE (a .space file or a bundled space name)")
-        if "target_flops" not in values:
-            raise FpnasError("missing --target-flops (the FLOPS the architecture may use)")
+        if "target_flops" not in values and "target_latency" not in values:
+            raise FpnasError(
+                "missing --target-flops (the FLOPS the architecture may use) or "
+                "--target-latency with --latency-table"
+            )
         config = make_config(values, origins=origins)
     group.check_batch(config.batch_size)
     return config

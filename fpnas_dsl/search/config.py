@@ -12,7 +12,14 @@ from typing import Any, Literal
 
 import tomllib
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fpnas_dsl.errors import FpnasError, clip
 from fpnas_dsl.runfiles import write_json_atomic
@@ -28,7 +35,16 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     space: str
-    target_flops: float = Field(gt=0, description="FLOPS (multiply-accumulates) target")
+    target_flops: float | None = Field(
+        None, gt=0, description="FLOPS (multiply-accumulates) target"
+    )
+    target_latency: float | None = Field(
+        None, gt=0, description="latency target in seconds (`3ms` in a file or flag)"
+    )
+    latency_table: str | None = Field(None, description="the table of `fpnas latency`")
+    latency_table_digest: str | None = Field(
+        None, description="the table's digest when the run began (a resume checks it)"
+    )
     data: str = "fashion-mnist"
     data_dir: str | None = None
     resolution: int | None = Field(None, ge=1, description="default: the data's")
@@ -82,8 +98,19 @@ class SearchConfig(BaseModel):
     amp: Literal["off", "bf16", "fp16"] = "off"
     out: str | None = None
 
+    @field_validator("target_latency", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        from fpnas_dsl.latency import parse_duration
+
+        return parse_duration(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _fill_derived(self) -> SearchConfig:
+        if self.target_flops is None and self.target_latency is None:
+            raise ValueError("give --target-flops, --target-latency, or both")
+        if (self.target_latency is None) != (self.latency_table is None):
+            raise ValueError("--target-latency and --latency-table go together")
         if self.warmup_epochs is None:
             object.__setattr__(
                 self, "warmup_epochs", round(self.epochs * PAPER_WARMUP / PAPER_EPOCHS)
@@ -102,6 +129,14 @@ class SearchConfig(BaseModel):
                     f"a factorized distribution; leave it out or give factorized"
                 )
             object.__setattr__(self, "distribution", "factorized")
+            # Its cost is the expected FLOPS under the relaxed weights; a measured
+            # latency has no such expectation here.
+            if self.target_latency is not None or self.target_flops is None:
+                raise ValueError(
+                    "DNAS (--strategy dnas) searches for a FLOPS target: give "
+                    "--target-flops and leave out --target-latency (latency targets are "
+                    "for the probabilistic strategies)"
+                )
         assert self.warmup_epochs is not None
         if self.warmup_epochs >= self.epochs:
             raise ValueError(

@@ -162,6 +162,7 @@ class Dnas:
             # theta's loss and gradient in float32 whatever the autocast.
             nll = F.cross_entropy(logits.float(), y_val)
             relaxed_flops = self.expected({v: w.cpu() for v, w in weights.items()})
+            assert cfg.target_flops is not None  # SearchConfig requires it for DNAS
             hinge = torch.clamp(relaxed_flops / cfg.target_flops - 1, min=0)
             (grad,) = torch.autograd.grad(nll + cfg.beta * hinge, [self.theta])
             self.theta.grad = grad

@@ -53,6 +53,7 @@ from fpnas_dsl.pipeline import Augment, Loading, default_workers
 from fpnas_dsl.precision import Precision
 from fpnas_dsl.runfiles import write_json_atomic
 from fpnas_dsl.search import probe
+from fpnas_dsl.search.budget import Budget
 from fpnas_dsl.search.checkpoint import (
     CHECKPOINT,
     load_checkpoint,
@@ -61,7 +62,7 @@ from fpnas_dsl.search.checkpoint import (
 )
 from fpnas_dsl.search.config import SearchConfig
 from fpnas_dsl.search.distributed import Group, Single, everywhere, state_digest
-from fpnas_dsl.search.importance import hinge_cost, importance_weights, trained_samples
+from fpnas_dsl.search.importance import importance_weights, trained_samples
 from fpnas_dsl.search.scoring import supernet_counts
 from fpnas_dsl.search.strategy import Strategy, make_strategy
 
@@ -122,6 +123,7 @@ class Search:
         self.space = space
         self.data = data
         self.run_dir = run_dir
+        self.budget = Budget(config, space)
         self.group = group or Single()
         self.group.check_batch(config.batch_size)
         self.device = self.group.place(resolve_device(config.device))
@@ -373,8 +375,7 @@ class Search:
         archs = self.dist.sample(k)
         t_core = time.perf_counter() - t0
 
-        flops = cost.flops(self.space, archs)
-        costs = hinge_cost(flops, cfg.target_flops)
+        flops, costs = self.budget.costs(archs)
 
         t1 = time.perf_counter()
         self.supernet.train()
@@ -585,8 +586,7 @@ class Search:
             "params": params,
             "accuracy": accuracy,
             "log_prob": log_prob,
-            "target_flops": self.config.target_flops,
-            "within_target": flops <= 1.05 * self.config.target_flops,
+            **self.budget.report(idx, flops),
             "samples": self.position.samples,
             "trained": self.position.trained,
             "wall_seconds": round(self.position.wall, 1),

@@ -40,6 +40,7 @@ from fpnas_dsl.footprint import (
 from fpnas_dsl.ir import Space, count_networks
 from fpnas_dsl.parser import load_space
 from fpnas_dsl.precision import Precision
+from fpnas_dsl.search.budget import check_latency_target
 from fpnas_dsl.search.checkpoint import CHECKPOINT, load_checkpoint
 from fpnas_dsl.search.config import (
     SearchConfig,
@@ -238,7 +239,9 @@ def prepare_search(
         run_dir = Path(config.out) if config.out else default_run_dir(config)
         check_run_dir(run_dir)
     size = check_fits(space, device, run_dir)
-    check_target(space, config.target_flops)
+    if config.target_flops is not None:
+        check_target(space, config.target_flops)
+    check_latency_target(config, space)
 
     announce(size, log)
     created = None if resume is not None else _Created(run_dir)
