@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.jit import is_scripting  # type: ignore[attr-defined]
 
 __all__ = [
     "ACTIVATIONS",
@@ -95,6 +96,10 @@ def _identity(x: Tensor) -> Tensor:
     return x
 
 
+def _tracing() -> bool:
+    return bool(torch.jit.is_tracing())  # type: ignore[attr-defined,no-untyped-call]
+
+
 def conv2d(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 0, groups: int = 1) -> Tensor:
     """`F.conv2d` without bias, except that while autograd records on the CPU a 1x1
     convolution with a stride runs as the subsampled input convolved at stride 1 (the same
@@ -107,7 +112,7 @@ def conv2d(x: Tensor, weight: Tensor, stride: int = 1, padding: int = 0, groups:
         and padding == 0
         and x.device.type == "cpu"
         and torch.is_grad_enabled()
-        and not torch.jit.is_tracing()  # type: ignore[attr-defined,no-untyped-call]
+        and not _tracing()
         and not torch.onnx.is_in_onnx_export()
     ):
         return F.conv2d(x[:, :, ::stride, ::stride], weight, None, 1, 0, 1, groups)
@@ -134,10 +139,18 @@ class ConvBnAct(nn.Module):
         self.act = make_act(act)
 
     def forward(self, x: Tensor) -> Tensor:
-        conv = self.conv
-        x = conv2d(x, conv.weight, conv.stride[0], conv.padding[0], conv.groups)  # type: ignore[arg-type]
+        if is_scripting():  # noqa: SIM108 (TorchScript skips only if-branches)
+            x = self.conv(x)
+        else:
+            x = self._conv(x)
         out: Tensor = self.act(self.bn(x))
         return out
+
+    @torch.jit.unused
+    def _conv(self, x: Tensor) -> Tensor:
+        conv = self.conv
+        stride, padding = conv.stride[0], conv.padding[0]
+        return conv2d(x, conv.weight, stride, padding, conv.groups)  # type: ignore[arg-type]
 
 
 class SqueezeExcite(nn.Module):
