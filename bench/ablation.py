@@ -37,6 +37,7 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import time
@@ -89,6 +90,17 @@ class SearchJob:
     def done(self) -> bool:
         return (self.out / "arch.json").is_file()
 
+    @property
+    def cpu_file(self) -> Path:
+        return self.out.parent / f"{self.out.name}.cpu.json"
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds of the search processes so far (all of an interrupted run's parts)."""
+        if not self.cpu_file.is_file():
+            return 0.0
+        return float(json.loads(self.cpu_file.read_text())["cpu_s"])
+
     def command(self) -> list[str]:
         base = [sys.executable, "-m", "fpnas_dsl", "search"]
         if (self.out / "checkpoint.pt").is_file():  # started before: continue it
@@ -106,17 +118,28 @@ class SearchJob:
             self.out.rmdir()
         self.out.parent.mkdir(parents=True, exist_ok=True)
         began = time.perf_counter()
+        cpu_before = children_cpu()
         with (self.out.parent / f"{self.out.name}.log").open("ab") as log:
             code = subprocess.call(self.command(), stdout=log, stderr=subprocess.STDOUT)
+        # CPU seconds as well as wall time: on a shared machine the wall time of a run
+        # depends on what else runs; its CPU time (one thread) much less.
+        self.cpu_file.write_text(
+            json.dumps({"cpu_s": self.cpu_seconds + children_cpu() - cpu_before}) + "\n"
+        )
         if code != 0:
             raise SystemExit(f"search {self.name} failed (exit {code}): see {self.out}.log")
         arch = json.loads((self.out / "arch.json").read_text())
         print(
             f"  {self.name}: {arch['samples']} samples, {arch['flops']:,} FLOPS, supernet "
             f"{arch['accuracy']:.2%}, search loop {arch['wall_seconds']:.0f} s "
-            f"(process {time.perf_counter() - began:.0f} s)",
+            f"(process {time.perf_counter() - began:.0f} s, {self.cpu_seconds:.0f} CPU s)",
             flush=True,
         )
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def read_metrics(run: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -149,6 +172,7 @@ def summarise(rows: list[dict[str, Any]], strategies: list[str]) -> dict[str, An
             "samples",
             "trained",
             "wall_s",
+            "cpu_s",
             "final_entropy",
             "flops",
             "supernet_acc",
@@ -160,16 +184,23 @@ def summarise(rows: list[dict[str, Any]], strategies: list[str]) -> dict[str, An
                     "mean": float(np.mean(values)),
                     "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                 }
-        fewer, speed, acc = [], [], []
+        fewer, speed, cpu, acc = [], [], [], []
         for r in mine:
             base = parsec.get(r["seed"])
             if base is None:
                 continue
             fewer.append(1 - r["samples"] / base["samples"])
             speed.append(base["wall_s"] / r["wall_s"])
+            if r.get("cpu_s") and base.get("cpu_s"):
+                cpu.append(base["cpu_s"] / r["cpu_s"])
             if r.get("test_acc") is not None and base.get("test_acc") is not None:
                 acc.append(100 * (r["test_acc"] - base["test_acc"]))
-        for key, values in (("fewer_samples", fewer), ("speedup", speed), ("acc_points", acc)):
+        for key, values in (
+            ("fewer_samples", fewer),
+            ("speedup", speed),
+            ("cpu_speedup", cpu),
+            ("acc_points", acc),
+        ):
             if values:
                 entry[key] = {
                     "mean": float(np.mean(values)),
@@ -325,6 +356,7 @@ def main() -> int:
                 "samples": arch["samples"],
                 "trained": arch["trained"],
                 "wall_s": arch["wall_seconds"],
+                "cpu_s": round(job.cpu_seconds, 1),
                 "final_entropy": round(epochs[-1]["entropy"], 4),
                 "flops": arch["flops"],
                 "params": arch["params"],
@@ -355,20 +387,22 @@ def main() -> int:
     if train_jobs:
         print(f"training: fpnas train ARCH {' '.join(recipe)} (same seed for every network)")
     print(
-        "| strategy | samples | trained | search loop (s) | final H | MFLOPS | supernet acc "
-        "| trained acc | fewer samples vs PARSEC | speed-up vs PARSEC | acc vs PARSEC (pts) "
-        "| paper |"
+        "| strategy | samples | trained | search loop (s) | CPU (s) | final H | MFLOPS "
+        "| supernet acc | trained acc | fewer samples vs PARSEC | speed-up vs PARSEC (wall) "
+        "| speed-up (CPU) | acc vs PARSEC (pts) | paper |"
     )
-    print("| --- " * 12 + "|")
+    print("| --- " * 14 + "|")
     for s in args.strategies:
         e = summary[s]
         print(
             f"| {LABELS[s]} | {fmt(e, 'samples', ',.0f')} | {fmt(e, 'trained', ',.0f')} "
-            f"| {fmt(e, 'wall_s', '.0f')} | {fmt(e, 'final_entropy', '.1f')} "
+            f"| {fmt(e, 'wall_s', '.0f')} | {fmt(e, 'cpu_s', '.0f')} "
+            f"| {fmt(e, 'final_entropy', '.1f')} "
             f"| {fmt(e, 'flops', '.3f', 1e-6)} | {fmt(e, 'supernet_acc', '.2f', 100)} "
             f"| {fmt(e, 'test_acc', '.2f', 100)} "
             f"| {'-' if s == 'parsec' else ratio(e, 'fewer_samples', '.0f', 100, '%')} "
             f"| {'-' if s == 'parsec' else ratio(e, 'speedup', '.2f', 1, 'x')} "
+            f"| {'-' if s == 'parsec' else ratio(e, 'cpu_speedup', '.2f', 1, 'x')} "
             f"| {'-' if s == 'parsec' else ratio(e, 'acc_points', '+.2f')} "
             f"| {PAPER.get(s, '-')} |"
         )
