@@ -295,6 +295,9 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--no-train", action="store_true", help="searches only")
+    p.add_argument(
+        "--train-parallel", type=int, default=1, help="trainings at a time (one thread each)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/ablation"))
     p.add_argument("--plot", type=Path, default=Path("docs/img/ablation.png"))
     args, recipe = p.parse_known_args()
@@ -342,7 +345,7 @@ def main() -> int:
             TrainJob(j.name, str(j.out / "arch.json"), args.out / "train" / j.name, train_recipe)
             for j in jobs
         ]
-        run_jobs(train_jobs, parallel=1)
+        run_jobs(train_jobs, parallel=args.train_parallel)
 
     rows = []
     for n, job in enumerate(jobs):
