@@ -226,24 +226,14 @@ def plot(runs: dict[str, list[Path]], steps: int, path: Path) -> None:
         for n, run in enumerate(dirs):
             iters, _ = read_metrics(run)
             x = [r["epoch"] - 1 + r["step"] / steps for r in iters]
-            label = LABELS[strategy] if n == 0 else None
-            ax_h.plot(
-                x,
-                [r["entropy"] for r in iters],
-                color=colors[strategy],
-                lw=1.2,
-                alpha=0.8,
-                label=label,
-            )
-            ax_k.plot(
-                x,
-                [r["k"] for r in iters],
-                color=colors[strategy],
-                lw=1.2,
-                alpha=0.8,
-                label=label,
-                drawstyle="steps-post",
-            )
+            style = {
+                "color": colors[strategy],
+                "lw": 1.2,
+                "alpha": 0.8,
+                "label": LABELS[strategy] if n == 0 else None,
+            }
+            ax_h.plot(x, [r["entropy"] for r in iters], **style)
+            ax_k.plot(x, [r["k"] for r in iters], drawstyle="steps-post", **style)
     ax_h.set(
         xlabel="search epoch",
         ylabel="entropy H (nats)",
