@@ -14,7 +14,8 @@ Then trains every found architecture with `fpnas train` and one short recipe (th
 after `--`), and reports per strategy: sampled architectures, samples actually trained,
 search wall time, final entropy, FLOPS and supernet accuracy of the found architecture,
 its trained test accuracy; and per seed the ratios against PARSEC of the same seed, with
-their mean and spread. Writes `OUT/ablation.csv` (one row per run), `OUT/ablation.json`,
+their mean and spread. Writes `OUT/ablation.csv` (one row per run; a copy beside the plot),
+`OUT/ablation.json`,
 and plots of entropy and K against epochs per strategy (the paper's Figs. 3b and 4a).
 
 Resumable: a finished search (arch.json) or training (result.json) is not run again, an
@@ -371,10 +372,12 @@ def main() -> int:
             }
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "ablation.csv").open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    for path in (args.out / "ablation.csv", args.plot.with_suffix(".csv")):
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
     summary = summarise(rows, args.strategies)
     (args.out / "ablation.json").write_text(
         json.dumps({"rows": rows, "summary": summary, "recipe": recipe}, indent=2) + "\n"
@@ -426,13 +429,18 @@ def main() -> int:
         ]
         if "acc_points" in fp:
             acc = fp["acc_points"]
-            ok = abs(acc["mean"]) <= 0.5 or acc["mean"] > 0
+            ok = acc["mean"] >= -0.5
             verdict.append(
                 f"trained accuracy: {acc['mean']:+.2f} points against PARSEC on average "
-                f"(target within 0.5 points: {'met' if ok else 'not met'})"
+                f"(target: at most 0.5 points below: {'met' if ok else 'not met'}; "
+                f"FLOPS {fp['flops']['mean'] / summary['parsec']['flops']['mean']:.2f}x "
+                f"PARSEC's)"
             )
         print("FP-NAS against PARSEC: " + "; ".join(verdict))
-    print(f"wrote {args.out / 'ablation.csv'}, {args.out / 'ablation.json'}, {args.plot}")
+    print(
+        f"wrote {args.out / 'ablation.csv'}, {args.out / 'ablation.json'}, {args.plot} "
+        f"and {args.plot.with_suffix('.csv')}"
+    )
     return 0 if all(math.isfinite(r["wall_s"]) for r in rows) else 1
 
 
