@@ -14,9 +14,9 @@ Then trains every found architecture with `fpnas train` and one short recipe (th
 after `--`), and reports per strategy: sampled architectures, samples actually trained,
 search wall time, final entropy, FLOPS and supernet accuracy of the found architecture,
 its trained test accuracy; and per seed the ratios against PARSEC of the same seed, with
-their mean and spread. Writes `OUT/ablation.csv` (one row per run; a copy beside the plot),
-`OUT/ablation.json`,
-and plots of entropy and K against epochs per strategy (the paper's Figs. 3b and 4a).
+their mean and spread. Writes `OUT/ablation.csv` (one row per run; a copy beside the
+plot), `OUT/ablation.json`, and plots of entropy and K against epochs per strategy (the
+paper's Figs. 3b and 4a).
 
 Resumable: a finished search (arch.json) or training (result.json) is not run again, an
 interrupted one is continued with `--resume`. The same script runs on a GPU (`--device
