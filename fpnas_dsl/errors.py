@@ -3,8 +3,8 @@
 - `FpnasError` (exit 2): bad input, missing data, a refused request. Never a bug.
 - `RunError` (exit 1): the input was fine but the work failed at run time (a search or a
   training diverged, an export failed its check, a file could not be written).
-- `Interrupted` (exit 130): the user stopped the command (Ctrl-C), after it saved what it
-  could.
+- `Interrupted` (exit 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM): the command was
+  asked to stop, and first saved what it could.
 
 The CLI prints any of them as one message, never a traceback.
 """
@@ -28,9 +28,13 @@ class RunError(FpnasError):
 
 
 class Interrupted(FpnasError):
-    """The user interrupted the command (Ctrl-C); what could be saved was saved."""
+    """The command was asked to stop (Ctrl-C, SIGTERM); what could be saved was saved."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def clip(text: str, limit: int = 300) -> str:
