@@ -63,15 +63,19 @@ def run_in(root: Path, cmd: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=LIMIT)
 
 
-def readme_torchrun_lines() -> list[str]:
-    return [line for line in README.read_text().splitlines() if line.startswith("torchrun ")]
+def torchrun_lines(doc: Path) -> list[str]:
+    """The torchrun commands of the document's sh blocks, continuation lines joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.DOTALL)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [" ".join(line.split()) for line in lines if line.startswith("torchrun ")]
 
 
-def test_the_readme_launches_torchrun_through_the_installed_command() -> None:
-    lines = readme_torchrun_lines()
-    assert len(lines) >= 2
-    for line in lines:
-        assert " --no-python fpnas search " in line, line
+def test_the_docs_launch_torchrun_through_the_installed_command() -> None:
+    for doc, count in ((README, 2), (ROOT / "docs" / "distributed.md", 4)):
+        lines = torchrun_lines(doc)
+        assert len(lines) >= count, doc
+        for line in lines:
+            assert " --no-python fpnas search " in line, (doc, line)
 
 
 def tiny_search(out: str) -> list[str]:
@@ -89,7 +93,7 @@ def torchrun(*launch: str) -> list[str]:
 @needs_install
 @pytest.mark.skipif(shutil.which("fpnas") is None, reason="the fpnas command is not on PATH")
 def test_the_readme_torchrun_line_runs_from_the_clone_root(clone: Path) -> None:
-    line = readme_torchrun_lines()[0]
+    line = torchrun_lines(README)[0]
     launch = line.split(" search ", 1)[0].split()[1:]  # after `torchrun`, up to `search`
     launch = [a for a in launch if a != "--standalone"]
     launch[launch.index("--nproc-per-node") + 1] = "2"
