@@ -10,7 +10,12 @@ what kind of failure it was:
   that failed its check, a file that could not be written, memory that ran out
   (`RunError`), and any unexpected error (a bug: the message says so, and
   `FPNAS_DEBUG=1` shows its traceback);
-- 130: interrupted with Ctrl-C (a search first finishes its iteration and checkpoints).
+- 130 (Ctrl-C, SIGINT) and 143 (SIGTERM): asked to stop (`Interrupted`); a search or a
+  training first finishes its iteration and checkpoints.
+
+A compiled core that cannot be imported (not built, or a source tree without it shadowing
+the installed package: `fpnas_dsl.native`) and a missing third-party module are exit 2,
+with what to do; neither is a bug in fpnas.
 
 Subcommands live in `fpnas_dsl.commands.<name>` and are imported lazily so that
 `fpnas compile` never pays for importing torch.
@@ -98,6 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if os.environ.get("FPNAS_DEBUG"):
             raise
+        # A third-party module missing is the environment's fault, not fpnas's.
+        missing = (err.name or "").partition(".")[0] if isinstance(err, ImportError) else ""
+        if isinstance(err, ModuleNotFoundError) and missing not in ("", "fpnas_dsl"):
+            print(
+                f"{name}: the Python package `{missing}` that fpnas needs is not installed "
+                f"({clip(str(err))}); install fpnas with its dependencies: `pip install .`",
+                file=sys.stderr,
+            )
+            return FpnasError.exit_code
         what = f"{type(err).__name__}: {err}"
         if "out of memory" in str(err).lower():
             print(f"{name}: out of memory ({clip(what)})", file=sys.stderr)

@@ -43,12 +43,17 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from fpnas_dsl import _core
+from fpnas_dsl.native import load_core
+
+if TYPE_CHECKING:
+    from fpnas_dsl import _core
+else:  # found even when a source tree without the build shadows the installed package
+    _core = load_core()
 
 Mode = Literal["factorized", "joint"]
 IntArray = npt.NDArray[np.int64]
