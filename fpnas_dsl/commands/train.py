@@ -17,7 +17,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _duration(text: str) -> float | None:
+def _interval(text: str) -> float | None:
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -142,7 +142,7 @@ def register(sub: Any, name: str, help_text: str) -> None:
     g.add_argument("--eval-batch-size", type=_positive_int, default=500)
     g.add_argument(
         "--checkpoint-every",
-        type=_duration,
+        type=_interval,
         default=DEFAULT_CHECKPOINT_EVERY,
         metavar="DURATION",
         help="also checkpoint within an epoch when this long has passed since the last "
