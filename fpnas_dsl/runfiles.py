@@ -73,6 +73,15 @@ def read_metrics(path: Path, kind: str = "epoch") -> list[dict[str, Any]]:
     return rows
 
 
+def append_metrics(path: Path, row: dict[str, Any]) -> None:
+    """Append one line to a metrics file, synced: a checkpoint written after it names
+    the file's length (`truncate_metrics`), so the line must be on the disk first."""
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 def truncate_metrics(path: Path, size: int) -> None:
     """Cut a metrics file back to its first `size` bytes, its length when the checkpoint
     being resumed was written: a run killed after it may have logged lines past it."""

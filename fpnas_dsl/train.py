@@ -52,7 +52,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -92,6 +91,7 @@ from fpnas_dsl.runfiles import (
     TRAIN_STATE,
     NewRunDir,
     ResumePolicy,
+    append_metrics,
     metrics_size_through,
     read_metrics,
     save_torch_atomic,
@@ -815,7 +815,7 @@ def _train(
                 row.update(test_acc_ema=test_acc_ema, test_loss_ema=test_loss_ema)
         # The row first: a state names the metrics' length, so a run killed between the
         # two redoes the epoch and its row (`truncate_metrics`).
-        _append_metrics(out, row)
+        append_metrics(out / METRICS_FILE, row)
         save(epoch + 1, EpochProgress())
         _save_weights(out, model, ema)
         log(_epoch_line(row, cfg.epochs))
@@ -885,11 +885,6 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     if "test_acc_ema" in row:
         text += f" (EMA {row['test_acc_ema']:.4f})"
     return text + f", {row['images_per_s']:.0f} img/s, {row['wall']:.0f} s"
-
-
-def _append_metrics(out: Path, row: dict[str, Any]) -> None:
-    with (out / METRICS_FILE).open("a") as fh:
-        fh.write(json.dumps(row) + "\n")
 
 
 def _save_state(

@@ -26,9 +26,11 @@ from fpnas_dsl.runfiles import METRICS_FILE, TRAIN_MODEL, TRAIN_MODEL_EMA, TRAIN
 HERE = Path(__file__).parent
 REFERENCE = HERE / "data" / "train_v1"
 SPACE = REFERENCE / "train_ref.space"  # a fixed network of 0.01 MFLOPS: ~3 ms a step
-#: 512 steps of 16 per epoch: a few seconds, so that a signal lands inside an epoch.
-DATA = "synthetic:size=8192,test_size=64,resolution=8"
-STEPS = 512
+#: 1024 steps of 16 per epoch: longer than `--checkpoint-every 2s` (3 s or more), so
+#: that checkpoints are written within epochs and a signal lands inside one.
+DATA = "synthetic:size=16384,test_size=64,resolution=8"
+STEPS = 1024
+SHORT = "synthetic:size=240,test_size=32,resolution=8"
 TIME_FIELDS = {"epoch_s", "images_per_s", "wall"}
 
 
@@ -103,9 +105,18 @@ def test_sigkill_loses_at_most_the_interval_and_a_step(tmp_path: Path, straight:
     every = 2.0
     out = tmp_path / "run"
     proc = start(out, "--epochs", "2", "--checkpoint-every", f"{every:g}s")
-    delay = random.uniform(2.5, 4.0)  # past the first time-based checkpoint
+    while not (out / TRAIN_STATE).exists():  # the first checkpoint, 2 s in
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.02)
+    # A random point in what is left of the run, judged from the first checkpoint's pace.
+    first = torch.load(out / TRAIN_STATE, weights_only=True)
+    partial = first.get("progress", {"step": 0, "train_s": 0.0})
+    done = first["epoch"] * STEPS + partial["step"]
+    step_s = (first["wall"] + partial["train_s"]) / done
+    delay = random.uniform(0, min(every + step_s, 0.7 * (2 * STEPS - done) * step_s))
     time.sleep(delay)
     killed_at = time.time()
+    assert proc.poll() is None, "the run ended before the kill"
     proc.kill()
     proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGKILL
@@ -115,7 +126,7 @@ def test_sigkill_loses_at_most_the_interval_and_a_step(tmp_path: Path, straight:
     assert_same_run(straight, out)
     # One step's time, from the records of the (now complete) resumed run.
     rows = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
-    step_s = max(row["epoch_s"] for row in rows) / STEPS
+    step_s = max(step_s, max(row["epoch_s"] for row in rows) / STEPS)
     # Generous for writing the checkpoint and for a busy machine, not for a lost epoch.
     assert 0 <= lost <= every + step_s + 1.0, (delay, lost, step_s)
 
@@ -177,13 +188,15 @@ def test_a_run_inside_its_warm_up_says_so(
 ) -> None:
     args = train_args(tmp_path / "short", "--epochs", "1")
     args[args.index("--warmup-epochs") + 1] = "1"  # the default: the whole run
-    args[args.index(DATA)] = "synthetic:size=240,test_size=32,resolution=8"
+    args[args.index(DATA)] = SHORT
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "note: the run (1 epoch, 15 steps) is not longer than its learning-rate warm-up" in out
     assert "The EMA decay became 0.167" in out  # 1 - 1 / (0.08 x 15)
     # A run past its warm-up has no note.
-    assert main(train_args(tmp_path / "long", "--epochs", "1", "--warmup-epochs", "0.5")) == 0
+    args = train_args(tmp_path / "long", "--epochs", "2")
+    args[args.index(DATA)] = SHORT
+    assert main(args) == 0
     assert "note:" not in capsys.readouterr().out
 
 
