@@ -30,8 +30,8 @@ import numpy as np
 from fpnas_dsl import cost
 from fpnas_dsl.archfile import save_arch
 from fpnas_dsl.ir import decode, encode, uniform_samples
-from fpnas_dsl.runfiles import open_source
 from fpnas_dsl.search.config import load_saved_config
+from fpnas_dsl.sources import open_source
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import TrainJob, run_jobs

@@ -39,10 +39,10 @@ from fpnas_dsl.archfile import save_arch
 from fpnas_dsl.data import BatchPreparer, batches, eval_batches, load_data, split_halves
 from fpnas_dsl.ir import Space, decode, uniform_samples
 from fpnas_dsl.nn import Supernet
-from fpnas_dsl.runfiles import open_source
 from fpnas_dsl.search.checkpoint import load_supernet_weights
 from fpnas_dsl.search.config import load_saved_config
 from fpnas_dsl.search.scoring import supernet_accuracy
+from fpnas_dsl.sources import open_source
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from jobs import TrainJob, run_jobs

@@ -179,7 +179,7 @@ def export_network(
     or training directory, a fixed space's name or path), or a `Space` with `arch=` (or
     without, when it is fixed)."""
     from fpnas_dsl.export import export as _export
-    from fpnas_dsl.runfiles import Source
+    from fpnas_dsl.sources import Source
 
     if isinstance(source, Space):
         readable = architecture(source, arch)

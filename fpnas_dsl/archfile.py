@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from fpnas_dsl.errors import FpnasError, SpaceError, clip
 from fpnas_dsl.ir import Architecture, ArchitectureMismatch, Space, encode
+from fpnas_dsl.runfiles import write_json_atomic
 
 ARCH_FIELDS = set(Architecture.model_fields)
 INPUT_FIELDS = ("resolution", "in_channels", "classes")
@@ -38,8 +39,6 @@ def arch_document(space: Space, arch: Architecture, **extra: Any) -> dict[str, A
 
 
 def save_arch(path: Path, space: Space, arch: Architecture, **extra: Any) -> None:
-    from fpnas_dsl.runfiles import write_json_atomic
-
     write_json_atomic(Path(path), arch_document(space, arch, **extra))
 
 

@@ -44,14 +44,14 @@ from fpnas_dsl.archfile import arch_document
 from fpnas_dsl.errors import FpnasError, RunError, clip
 from fpnas_dsl.ir import Architecture, Space
 from fpnas_dsl.runfiles import (
+    CONFIG_FILE,
     SEARCH_CHECKPOINT,
     TRAIN_MODEL,
     TRAIN_MODEL_EMA,
     TRAIN_RESULT,
-    Source,
     atomic_path,
-    open_source,
 )
+from fpnas_dsl.sources import Source, open_source
 
 Format = Literal["onnx", "torchscript", "json"]
 FORMATS: tuple[Format, ...] = ("onnx", "torchscript", "json")
@@ -361,7 +361,7 @@ def _kept(extra: dict[str, Any]) -> dict[str, Any]:
 def _run_data(source: Source) -> str | None:
     """The data source a run (or the run directory an arch.json sits in) was made with."""
     directory = source.directory or source.path.parent
-    config = directory / "config.json"
+    config = directory / CONFIG_FILE
     if not config.is_file():
         return None
     try:

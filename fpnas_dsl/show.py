@@ -22,17 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fpnas_dsl.archfile import is_space_argument, load_arch, load_fixed
 from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import ATTENTION_SPLITS, Architecture, ConcreteBlock, Space, concrete_blocks
 from fpnas_dsl.runfiles import (
     ARCH_FILE,
+    CONFIG_FILE,
     METRICS_FILE,
+    SEARCH_SPACE,
     Staged,
     atomic_path,
     read_metrics,
     staged_files,
 )
+from fpnas_dsl.sources import Source, open_source
 
 ARCH_DPI = 150
 ARCH_HEIGHT_IN = 3.8
@@ -633,31 +635,24 @@ def show(
     report = ShowReport()
     if prefix is not None and Path(prefix).is_dir():
         prefix = Path(prefix) / "arch"  # a directory: the pictures go inside it
+    rows: list[dict[str, Any]] = []
+    iters: list[dict[str, Any]] = []
     if source.is_dir():
-        arch_path = source / ARCH_FILE
         rows = read_metrics(source / METRICS_FILE)
         iters = read_metrics(source / METRICS_FILE, "iter")
-        if not arch_path.is_file() and not rows and not iters:
+        if not (source / ARCH_FILE).is_file() and not rows and not iters:
             raise FpnasError(f"{source}: neither {ARCH_FILE} nor metrics in {METRICS_FILE}")
         base = Path(prefix) if prefix else source / "arch"
     else:
-        if not source.exists() and not is_space_argument(source):
-            raise FpnasError(f"{source}: no such file or directory")
-        arch_path, rows, iters = source, [], []
         base = Path(prefix) if prefix else source.with_suffix("")
-    loaded: tuple[Space, Architecture, dict[str, Any]] | None = None
-    if is_space_argument(source) and not source.is_dir():
-        if space is not None:
-            raise FpnasError(
-                f"{source}: is a space; --space is for reading an arch.json against a space"
-            )
-        loaded = (*load_fixed(source), {})  # a fixed space: its one network
-    elif arch_path.is_file():
-        loaded = load_arch(arch_path, space)
+    # A run directory shows its metrics before its arch.json is written.
+    loaded: Source | None = None
+    if not source.is_dir() or (source / ARCH_FILE).is_file():
+        loaded = open_source(source, space, weights=False)
     with staged_files() as stage:
         if loaded is not None:
-            compiled, arch, extra = loaded
-            report.summary = summary_line(compiled, arch, extra)
+            compiled, arch = loaded.space, loaded.arch
+            report.summary = summary_line(compiled, arch, loaded.extra)
             report.table = arch_table(compiled, arch)
             png, svg = _with_suffix(base, ".png"), _with_suffix(base, ".svg")
             draw_architecture(compiled, arch, png, svg, stage=stage)
@@ -667,7 +662,7 @@ def show(
             if iters or any("entropy" in r or "k" in r for r in rows):
                 png = _run_png(source, prefix, "search")
                 settings = _search_settings(source)
-                classes = loaded[1].classes if loaded is not None else settings.classes
+                classes = loaded.arch.classes if loaded is not None else settings.classes
                 plot_search(
                     rows,
                     png,
@@ -704,44 +699,33 @@ class _Settings:
 
 def _search_settings(run_dir: Path) -> _Settings:
     """The FLOPS target, warm-up epochs, classes and steps per epoch of a search run,
-    where its config.json (and space.json) record them."""
+    where its config.json (the search's settings, `SearchConfig`) and space.json record
+    them."""
     out = _Settings()
-    for name in ("config.json", "run.json"):
-        path = run_dir / name
-        if not path.is_file():
-            continue
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-            continue
-        flat = _flatten(doc)
+    config = _json_object(run_dir / CONFIG_FILE)
 
-        def number(suffix: str, flat: dict[str, Any] = flat) -> float | None:
-            value = next((v for k, v in flat.items() if k.endswith(suffix)), None)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                return None
-            return float(value)
+    def number(key: str) -> float | None:
+        value = config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
 
-        out.target, out.warmup = number("target_flops"), number("warmup_epochs")
-        classes, steps = number("classes"), number("steps_per_epoch")
-        out.classes = int(classes) if classes and classes >= 1 else None
-        out.steps_per_epoch = int(steps) if steps and steps >= 1 else None
-        break
-    if out.classes is None and (run_dir / "space.json").is_file():
-        try:
-            classes = json.loads((run_dir / "space.json").read_text()).get("classes")
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-            classes = None
-        if isinstance(classes, int) and classes >= 1:
+    out.target, out.warmup = number("target_flops"), number("warmup_epochs")
+    classes, steps = number("classes"), number("steps_per_epoch")
+    out.classes = int(classes) if classes and classes >= 1 else None
+    out.steps_per_epoch = int(steps) if steps and steps >= 1 else None
+    if out.classes is None:
+        classes = _json_object(run_dir / SEARCH_SPACE).get("classes")
+        if isinstance(classes, int) and not isinstance(classes, bool) and classes >= 1:
             out.classes = classes
     return out
 
 
-def _flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if isinstance(doc, dict):
-        for k, v in doc.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-        out[prefix.rstrip(".")] = doc
-    return out
+def _json_object(path: Path) -> dict[str, Any]:
+    """A run file's JSON object; empty where it is missing or unreadable (a picture is
+    drawn without what it would have said)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return {}
+    return doc if isinstance(doc, dict) else {}

@@ -36,10 +36,15 @@ Here every part is a setting of `TrainConfig` (and a flag of `fpnas train`):
   (capped at 0.9999).
 
 A training directory holds config.json, arch.json, metrics.jsonl (one line per epoch),
-train_state.pt (the resumable state, written atomically each epoch), model.pt and
-model_ema.pt (state_dicts of the standalone network) and, at the end, result.json. A
-resumed run draws the same batches and augmentations as an uninterrupted one: the order
-and the random state of each epoch are functions of (seed, epoch).
+train_state.pt (the resumable state), model.pt and model_ema.pt
+(state_dicts of the standalone network, written at each epoch's end) and, at the end,
+result.json; every file is written under `fpnas_dsl.runfiles`' durability policy.
+train_state.pt is written at each epoch's end, every `checkpoint_every` seconds at a
+step boundary (`--checkpoint-every`), and on SIGTERM or Ctrl-C (`fpnas_dsl.stopping`),
+after which the run exits with 143 or 130. A resumed run draws the same batches and
+augmentations as an uninterrupted one, and continues bit for bit: the order and the
+random state of each epoch start are functions of (seed, epoch), and a state written
+within an epoch holds the random state, the step and the epoch's running sums.
 """
 
 from __future__ import annotations
@@ -47,10 +52,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -78,19 +83,32 @@ from fpnas_dsl.pipeline import Augment, Loading, default_workers
 from fpnas_dsl.precision import AMP_CHOICES, Precision
 from fpnas_dsl.runfiles import (
     ARCH_FILE,
+    CONFIG_FILE,
     METRICS_FILE,
     TRAIN_MODEL,
     TRAIN_MODEL_EMA,
     TRAIN_RESULT,
     TRAIN_STATE,
-    atomic_path,
+    NewRunDir,
+    ResumePolicy,
+    append_metrics,
+    metrics_size_through,
     read_metrics,
+    save_torch_atomic,
+    truncate_metrics,
     write_json_atomic,
-    write_text_atomic,
+)
+from fpnas_dsl.stopping import (
+    DEFAULT_CHECKPOINT_EVERY,
+    CheckpointClock,
+    StopRequest,
+    describe_duration,
 )
 
-CONFIG_FILE = "config.json"
-STATE_FORMAT = "fpnas-train-state/1"
+#: /2 adds the position within an epoch (step, random state, the epoch's running sums)
+#: and the metrics file's length; /1 states (epoch ends only) resume as they did.
+STATE_FORMAT = "fpnas-train-state/2"
+READABLE_FORMATS = ("fpnas-train-state/1", STATE_FORMAT)
 PAPER_LR, PAPER_BATCH = 0.2048, 4096
 PAPER_EMA_DECAY = 0.9999
 PAPER_LR_DECAY, PAPER_EPOCHS = 0.9875, 420
@@ -141,6 +159,8 @@ class TrainConfig:
     workers: int | None = None
     amp: Literal["off", "bf16", "fp16"] = "off"
     progress: bool | None = None
+    #: seconds between checkpoints within an epoch (None: at epoch ends only)
+    checkpoint_every: float | None = DEFAULT_CHECKPOINT_EVERY
 
     def resolved(self, steps_per_epoch: int, resolution: int, files: bool = False) -> TrainConfig:
         """The same config with every automatic (None) setting made concrete (`files`:
@@ -192,6 +212,11 @@ class TrainConfig:
             problems.append(f"--eval-every must be >= 1 (got {self.eval_every})")
         if self.workers is not None and self.workers < 0:
             problems.append(f"--workers must be >= 0 (got {self.workers})")
+        if self.checkpoint_every is not None and not self.checkpoint_every > 0:
+            problems.append(
+                f"--checkpoint-every must be a positive duration or off "
+                f"(got {self.checkpoint_every})"
+            )
         if self.amp not in AMP_CHOICES:
             problems.append(f"--amp must be one of {', '.join(AMP_CHOICES)} (got {self.amp!r})")
         if problems:
@@ -512,52 +537,54 @@ def train(
     """Train from scratch into `out` (or continue the run in `out` when `resume`).
 
     `given`: the settings the user gave explicitly (flag -> value); on resume those that
-    differ from the run's own are refused by name, except epochs, threads and progress.
-    A run that fails before its first epoch is saved removes what it created."""
+    differ from the run's own are refused by name (`RESUME_POLICY`). SIGTERM and Ctrl-C
+    stop the run at the next step with a checkpoint (`errors.Interrupted`, exit 143 or
+    130). A run that fails before its first checkpoint removes what it created."""
     out = Path(out)
-    created = not out.exists()
-    before = set(out.iterdir()) if out.is_dir() else set()
+    run_dir = None if resume else NewRunDir(out)
+    saved = (out / TRAIN_STATE).exists
     try:
-        return _train(
-            arch_arg,
-            out,
-            cfg,
-            resume,
-            epochs,
-            resolution,
-            in_channels,
-            classes,
-            log,
-            given,
-            space_arg,
-        )
-    except BaseException as exc:
-        saved = (out / TRAIN_STATE).exists()
-        if not resume and not saved and out.is_dir():
-            _discard(out, before, created)
-        if isinstance(exc, KeyboardInterrupt):
-            if saved:
-                raise Interrupted(
-                    f"interrupted; the last finished epoch is saved in {out}: resume with "
-                    f"fpnas train --resume {out}"
-                ) from None
+        with StopRequest() as stop, _discarded_unless(run_dir, saved):
+            return _train(
+                arch_arg,
+                out,
+                cfg,
+                resume,
+                epochs,
+                resolution,
+                in_channels,
+                classes,
+                log,
+                given,
+                space_arg,
+                run_dir,
+                stop,
+            )
+    except KeyboardInterrupt:  # a second Ctrl-C, which stops at once
+        if saved():
             raise Interrupted(
-                "interrupted before the first epoch ended; nothing was kept"
+                f"interrupted; the last checkpoint is saved in {out}: resume with "
+                f"fpnas train --resume {out}"
             ) from None
-        raise
+        raise Interrupted("interrupted before the first checkpoint; nothing was kept") from None
 
 
-def _discard(out: Path, before: set[Path], created: bool) -> None:
-    import shutil
+def _discarded_unless(
+    run_dir: NewRunDir | None, kept: Callable[[], bool]
+) -> AbstractContextManager[Any]:
+    return run_dir.discarded_unless(kept) if run_dir is not None else contextlib.nullcontext()
 
-    for entry in set(out.iterdir()) - before:
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
-    if created:
-        with contextlib.suppress(OSError):
-            out.rmdir()
+
+@dataclass
+class EpochProgress:
+    """How far an epoch has got: the steps done and the running sums of its row."""
+
+    step: int = 0
+    seen: int = 0
+    correct: int = 0
+    loss_sum: float = 0.0
+    #: seconds of training in this epoch so far (before a resumption too)
+    train_s: float = 0.0
 
 
 def _train(
@@ -572,6 +599,8 @@ def _train(
     log: Log,
     given: dict[str, Any] | None,
     space_arg: str | None,
+    run_dir: NewRunDir | None,
+    stop: StopRequest,
 ) -> TrainResult:
     from fpnas_dsl.export import architecture_cost, build_standalone
 
@@ -615,6 +644,7 @@ def _train(
             f"--batch-size {cfg.batch_size} exceeds the {len(data.train)} training images"
         )
     # Augmentation runs on the data's images, before they are resized for the network.
+    automatic_ema = cfg.ema_decay is None
     cfg = cfg.resolved(steps, data.resolution, files)
     flops, params = architecture_cost(space, arch)
 
@@ -625,6 +655,7 @@ def _train(
     optimizer = make_optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None
     start_epoch, wall = 0, 0.0
+    resumed = EpochProgress()
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -633,12 +664,18 @@ def _train(
             ema.module.load_state_dict(state["ema"])
             ema.updates = int(state["ema_updates"])
         start_epoch, wall = int(state["epoch"]), float(state["wall"])
+        if "progress" in state:  # written within an epoch
+            resumed = EpochProgress(**state["progress"])
+        metrics_size = state.get("metrics_bytes")
+        if metrics_size is None:  # a /1 state: the lines of its finished epochs
+            metrics_size = metrics_size_through(out / METRICS_FILE, start_epoch)
+        truncate_metrics(out / METRICS_FILE, int(metrics_size))
     else:
-        out.mkdir(parents=True, exist_ok=True)
+        assert run_dir is not None
+        run_dir.make()
         write_json_atomic(out / CONFIG_FILE, asdict(cfg))
         write_json_atomic(out / ARCH_FILE, arch_document(space, arch, flops=flops, params=params))
         save_classes(data, out)
-    _truncate_metrics(out / METRICS_FILE, start_epoch)
 
     prep = BatchPreparer(data, arch.resolution, arch.in_channels, device)
     augment = Augmenter(cfg, files)
@@ -647,14 +684,22 @@ def _train(
         flip=cfg.flip, autoaugment=cfg.autoaugment_policy if cfg.autoaugment else None
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    where = ""
+    if start_epoch or resumed.step:
+        where = f", resuming {_position(start_epoch, resumed.step, steps)}"
     log(
         f"training {arch.space} ({flops / 1e6:.2f} MFLOPS, {params / 1e6:.3f} M params, "
         f"{arch.in_channels}x{arch.resolution}x{arch.resolution}) on {data.name}: "
         f"{cfg.epochs} epochs x {steps} steps of {cfg.batch_size}, {cfg.optimizer} lr "
         f"{cfg.lr:.4g}, label smoothing {cfg.label_smoothing}, autoaugment "
-        f"{'on' if cfg.autoaugment else 'off'}, EMA {cfg.ema_decay:.5g}, device {device}"
-        + (f", resuming after epoch {start_epoch}" if start_epoch else "")
+        f"{'on' if cfg.autoaugment else 'off'}, EMA {cfg.ema_decay:.5g}, device {device}, "
+        "checkpoints at epoch ends"
+        + (f" and every {describe_duration(cfg.checkpoint_every)}" if cfg.checkpoint_every else "")
+        + where
     )
+    note = short_run_note(cfg, steps, automatic_ema)
+    if note and state is None:
+        log(note)
     test_acc, test_acc_ema = float("nan"), None
     if start_epoch:
         last = read_metrics(out / METRICS_FILE)
@@ -664,22 +709,49 @@ def _train(
 
     from tqdm import tqdm
 
+    clock = CheckpointClock(cfg.checkpoint_every)
+
+    def save(epoch: int, progress: EpochProgress) -> None:
+        """The resumable state: after `epoch` epochs and `progress.step` steps more."""
+        _save_state(out, epoch, progress, model, optimizer, ema, wall, cfg, precision, device)
+        clock.reset()
+
+    def stopped(epoch: int, step: int) -> Interrupted:
+        return Interrupted(
+            f"stopped by {stop.signal_name} {_position(epoch, step, steps)}; the state is "
+            f"saved in {out}: resume with fpnas train --resume {out}",
+            exit_code=stop.exit_code,
+        )
+
     model.train()
+    lr = learning_rate(cfg, start_epoch + resumed.step / steps)
     for epoch in range(start_epoch, cfg.epochs):
-        # The random state of an epoch depends on (seed, epoch) alone: resumable exactly.
-        torch.manual_seed(cfg.seed * 1_000_003 + epoch + 1)
-        began = time.perf_counter()
-        seen, correct, loss_sum = 0, 0, 0.0
+        progress = resumed if epoch == start_epoch else EpochProgress()
+        if progress.step:
+            _restore_random(state, device)
+        else:
+            # The random state of an epoch depends on (seed, epoch) alone: resumable exactly.
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch + 1)
+        began = time.perf_counter() - progress.train_s
         bar = tqdm(
-            batches(data.train, cfg.batch_size, cfg.seed, epoch, augment=pipeline_augment),
+            batches(
+                data.train,
+                cfg.batch_size,
+                cfg.seed,
+                epoch,
+                start=progress.step,
+                augment=pipeline_augment,
+            ),
             total=steps,
+            initial=progress.step,
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             disable=_no_bar(cfg),
             leave=False,
             unit="batch",
             dynamic_ncols=True,
         )
-        for step, (images, labels) in enumerate(bar):
+        for images, labels in bar:
+            step = progress.step
             lr = learning_rate(cfg, epoch + step / steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -694,14 +766,24 @@ def _train(
             if ema is not None:
                 ema.update()
             n = int(labels.numel())
-            seen += n
-            loss_sum += float(loss.detach()) * n
-            correct += int((logits.argmax(1) == labels).sum())
+            progress.step += 1
+            progress.seen += n
+            progress.loss_sum += float(loss.detach()) * n
+            progress.correct += int((logits.argmax(1) == labels).sum())
             if step % 20 == 0:
                 bar.set_postfix(
-                    loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", lr=f"{lr:.2e}"
+                    loss=f"{progress.loss_sum / progress.seen:.3f}",
+                    acc=f"{progress.correct / progress.seen:.3f}",
+                    lr=f"{lr:.2e}",
                 )
+            if progress.step < steps and (stop.requested or clock.due()):
+                progress.train_s = time.perf_counter() - began
+                save(epoch, progress)
+                if stop.requested:
+                    bar.close()
+                    raise stopped(epoch, progress.step)
         bar.close()
+        seen, loss_sum = progress.seen, progress.loss_sum
         if not math.isfinite(loss_sum):
             raise RunError(
                 f"training diverged in epoch {epoch + 1} (loss is not finite); "
@@ -714,7 +796,7 @@ def _train(
             "epoch": epoch + 1,
             "lr": lr,
             "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
+            "train_acc": progress.correct / seen,
             "images": seen,
             "epoch_s": round(train_s, 3),
             "images_per_s": round(seen / train_s, 1),
@@ -731,10 +813,14 @@ def _train(
                     ema.module, data.test, prep, cfg.eval_batch_size, memory_format
                 )
                 row.update(test_acc_ema=test_acc_ema, test_loss_ema=test_loss_ema)
-        _save_epoch(out, epoch + 1, model, optimizer, ema, wall, cfg, precision)
-        with (out / METRICS_FILE).open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        # The row first: a state names the metrics' length, so a run killed between the
+        # two redoes the epoch and its row (`truncate_metrics`).
+        append_metrics(out / METRICS_FILE, row)
+        save(epoch + 1, EpochProgress())
+        _save_weights(out, model, ema)
         log(_epoch_line(row, cfg.epochs))
+        if stop.requested and not last_epoch:
+            raise stopped(epoch + 1, 0)
 
     best = TRAIN_MODEL
     if test_acc_ema is not None and float(test_acc_ema) >= test_acc:
@@ -755,6 +841,35 @@ def _train(
     return result
 
 
+def short_run_note(cfg: TrainConfig, steps: int, automatic_ema: bool) -> str | None:
+    """A note for a run no longer than its learning-rate warm-up: every step is inside
+    it, so the rate never reaches its peak and the accuracy can stay at chance."""
+    assert cfg.lr is not None
+    if not cfg.warmup_epochs or cfg.epochs > cfg.warmup_epochs:
+        return None
+    total = cfg.epochs * steps
+    text = (
+        f"note: the run ({cfg.epochs} epoch{'s' * (cfg.epochs > 1)}, {total} steps) is not "
+        f"longer than its learning-rate warm-up ({cfg.warmup_epochs:g} epochs): every step "
+        f"is inside it, so the rate rises to {learning_rate(cfg, cfg.epochs - 1 / steps):.3g} "
+        f"at most, short of {cfg.lr:.3g}; give --warmup-epochs below {cfg.epochs} or more "
+        "--epochs"
+    )
+    if automatic_ema and cfg.ema_decay:
+        text += (
+            f". The EMA decay became {cfg.ema_decay:.3g} (the paper's {PAPER_EMA_DECAY} scaled "
+            f"to {total} steps); --ema-decay sets it"
+        )
+    return text
+
+
+def _position(epoch: int, step: int, steps: int) -> str:
+    """Where a run stands, as a user reads it (epochs count from 1)."""
+    if step == 0:
+        return f"after epoch {epoch}" if epoch else "before the first step"
+    return f"at epoch {epoch + 1}, step {step} of {steps}"
+
+
 def _no_bar(cfg: TrainConfig) -> bool | None:
     # tqdm: None = only on a terminal
     return None if cfg.progress is None else not cfg.progress
@@ -772,61 +887,73 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     return text + f", {row['images_per_s']:.0f} img/s, {row['wall']:.0f} s"
 
 
-def _save_epoch(
+def _save_state(
     out: Path,
     epoch: int,
+    progress: EpochProgress,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     ema: EMA | None,
     wall: float,
     cfg: TrainConfig,
     precision: Precision,
+    device: torch.device,
 ) -> None:
-    cpu = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    state = {
+    """train_state.pt: after `epoch` epochs and `progress.step` steps of the next."""
+    state: dict[str, Any] = {
         "format": STATE_FORMAT,
         "epoch": epoch,
         "wall": wall,
         "config": asdict(cfg),
-        "model": cpu,
+        "model": _cpu(model),
         "optimizer": optimizer.state_dict(),
         "ema": ema.module.state_dict() if ema is not None else None,
         "ema_updates": ema.updates if ema is not None else 0,
         "grad_scaler": precision.state_dict(),
+        "metrics_bytes": _size(out / METRICS_FILE),
+        "saved_at": time.time(),
     }
-    _torch_save_atomic(state, out / TRAIN_STATE)
-    _torch_save_atomic(cpu, out / TRAIN_MODEL)
+    if progress.step:
+        state["progress"] = asdict(progress)
+        state["torch_rng"] = torch.get_rng_state()
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+    save_torch_atomic(state, out / TRAIN_STATE)
+
+
+def _restore_random(state: dict[str, Any] | None, device: torch.device) -> None:
+    assert state is not None
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+def _save_weights(out: Path, model: nn.Module, ema: EMA | None) -> None:
+    """model.pt and model_ema.pt: the standalone network's weights at an epoch's end."""
+    save_torch_atomic(_cpu(model), out / TRAIN_MODEL)
     if ema is not None:
-        ema_cpu = {k: v.detach().cpu() for k, v in ema.module.state_dict().items()}
-        _torch_save_atomic(ema_cpu, out / TRAIN_MODEL_EMA)
+        save_torch_atomic(_cpu(ema.module), out / TRAIN_MODEL_EMA)
 
 
-def _torch_save_atomic(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+def _cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
 
 
-def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drop metric lines of epochs after the checkpoint (a run stopped between the two)."""
-    if not path.exists():
-        return
-    keep = [
-        line
-        for line in path.read_text().splitlines()
-        if line.strip() and _line_epoch(line) <= epochs_done
-    ]
-    write_text_atomic(path, "".join(line + "\n" for line in keep))
-
-
-def _line_epoch(line: str) -> int:
-    try:
-        return int(json.loads(line).get("epoch", 0))
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError):
-        return 1 << 30  # a partial line: dropped
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.is_file() else 0
 
 
 #: Settings that `fpnas train --resume` takes with a new value.
-RESUMABLE = ("epochs", "threads", "progress", "device", "data_dir", "workers")
+RESUMABLE = (
+    "epochs",
+    "device",
+    "threads",
+    "workers",
+    "data_dir",
+    "progress",
+    "checkpoint_every",
+)
+RESUME_POLICY = ResumePolicy(RESUMABLE, "train again into another --out for others")
 
 
 def _open_resume(
@@ -843,32 +970,31 @@ def _open_resume(
         raise FpnasError(
             f"{path}: corrupt or unreadable training state ({type(exc).__name__})"
         ) from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
         raise FpnasError(f"{path}: not an fpnas training state (expected {STATE_FORMAT})")
     cfg = TrainConfig.from_dict(state["config"])
-    refused = []
-    for key, value in given.items():
-        if key in RESUMABLE or not hasattr(cfg, key):
-            continue
-        if getattr(cfg, key) != value:
-            flag = "--" + key.replace("_", "-")
-            refused.append(f"{flag} {value!r} (the run's: {getattr(cfg, key)!r})")
-    if refused:
-        raise FpnasError(
-            f"--resume {out} continues with the run's settings; these cannot change: "
-            f"{', '.join(refused)}. Only --epochs (a new total), --device, --threads, --workers, "
-            "--data-dir and --progress can; train again into another --out for others"
-        )
+    RESUME_POLICY.check(
+        out,
+        (
+            (key, "--" + key.replace("_", "-"), value, getattr(cfg, key))
+            for key, value in given.items()
+            if hasattr(cfg, key)
+        ),
+    )
     if epochs is not None:
         done = int(state.get("epoch", 0))
-        if epochs < done:
-            raise FpnasError(f"--epochs {epochs}: the run has trained {done} epochs already")
+        begun = done + ("progress" in state)
+        if epochs < begun:
+            raise FpnasError(
+                f"--epochs {epochs}: the run has trained {done} epochs already"
+                + (" and begun the next" if begun > done else "")
+            )
         cfg.epochs = epochs  # continue to a new total
     cfg.progress = overrides.progress
     cfg.threads = overrides.threads or cfg.threads
-    cfg.device = given.get("device", cfg.device)
-    cfg.data_dir = given.get("data_dir", cfg.data_dir)
-    cfg.workers = given.get("workers", cfg.workers)
+    for key in ("device", "data_dir", "workers", "checkpoint_every"):
+        if key in given:
+            setattr(cfg, key, given[key])
     cfg.check()
     space, arch, _ = load_arch(out / ARCH_FILE)
     return cfg, space, arch, state

@@ -6,9 +6,11 @@
     fpnas latency SPACE --arch ARCH.json -o TABLE.json     # measure one network, compare
 
 Every part of every block configuration the space can produce (`fpnas_dsl.latency`) is
-timed; the table is saved every few seconds and at the end, so a run that stops (Ctrl-C, a
-crash) keeps what it measured and the same command resumes it. A table is filled only with
-the settings it was started with (backend, device, batch, threads, space, input).
+timed; the table is saved every few seconds and at the end, so a run that stops (a crash,
+a SIGKILL) keeps what it measured and the same command resumes it. SIGTERM and Ctrl-C
+stop it after the parts being measured, with the table saved and exit 143 or 130. A table
+is filled only with the settings it was started with (backend, device, batch, threads,
+space, input).
 Then `--calibrate N` random networks are measured end to end to fit the per-network
 overhead (the median of measured minus the sum of parts).
 """
@@ -23,7 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.errors import FpnasError, Interrupted
+from fpnas_dsl.stopping import StopRequest
 
 SAVE_EVERY_S = 20.0
 CALIBRATION_ROUNDS = 3
@@ -166,14 +169,15 @@ def run(args: argparse.Namespace) -> int:
         f"{len(parts.catalogue)} parts, {len(parts.catalogue) - len(missing)} in {out} already"
     )
     started = time.perf_counter()
-    measured = _measure(space, table, missing, timer, args, out)
-    if measured:
-        table.network_overhead_s = table.part_overhead_s = None  # the parts changed
-        table.calibration = None
-    built = time.perf_counter() - started
-    if args.calibrate and table.calibration is None:
-        _calibrate(space, table, timer, args, parts)
-        table.save(out)
+    with StopRequest() as stop:
+        measured = _measure(space, table, missing, timer, args, out, stop)
+        if measured:
+            table.network_overhead_s = table.part_overhead_s = None  # the parts changed
+            table.calibration = None
+        built = time.perf_counter() - started
+        if args.calibrate and table.calibration is None:
+            _calibrate(space, table, timer, args, parts, stop)
+            table.save(out)
     from fpnas_dsl.latency import LatencyModel
 
     summary = LatencyModel(space, table, parts).summary()
@@ -193,8 +197,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stopped(stop: StopRequest, where: str, out: Path) -> Interrupted:
+    return Interrupted(
+        f"stopped by {stop.signal_name} {where}; the table is saved in {out}: the same "
+        "command continues it",
+        exit_code=stop.exit_code,
+    )
+
+
 def _measure(
-    space: Any, table: Any, missing: list[Any], timer: Any, args: argparse.Namespace, out: Path
+    space: Any,
+    table: Any,
+    missing: list[Any],
+    timer: Any,
+    args: argparse.Namespace,
+    out: Path,
+    stop: StopRequest,
 ) -> int:
     from tqdm import tqdm
 
@@ -227,17 +245,22 @@ def _measure(
             disable=args.no_progress or None,
         ) as bar:
             for group in groups[1:]:
+                if stop.requested:
+                    done = len(table.entries)
+                    raise _stopped(stop, f"with {done} parts measured", out)
                 table.entries.update(measure_parts(space, group, timer, args.batch))
                 bar.update(len(group))
                 if time.perf_counter() - last_save > SAVE_EVERY_S:
                     table.save(out)
                     last_save = time.perf_counter()
     finally:
-        table.save(out)  # what was measured survives Ctrl-C or a failure
+        table.save(out)  # what was measured survives a stop or a failure
     return len(order)
 
 
-def _calibrate(space: Any, table: Any, timer: Any, args: argparse.Namespace, parts: Any) -> None:
+def _calibrate(
+    space: Any, table: Any, timer: Any, args: argparse.Namespace, parts: Any, stop: StopRequest
+) -> None:
     import numpy as np
     from tqdm import tqdm
 
@@ -256,9 +279,13 @@ def _calibrate(space: Any, table: Any, timer: Any, args: argparse.Namespace, par
         unit="net",
         disable=args.no_progress or None,
     ) as bar:
-        measured = measure_networks(
-            space, archs, timer, args.batch, CALIBRATION_ROUNDS, lambda n: bar.update(n)
-        )
+
+        def progress(n: int) -> None:
+            bar.update(n)
+            if stop.requested:  # the parts are saved; a calibration is redone whole
+                raise _stopped(stop, "during the calibration", Path(args.out))
+
+        measured = measure_networks(space, archs, timer, args.batch, CALIBRATION_ROUNDS, progress)
     network, per_part = fit_overheads(measured - predicted, counts, measured)
     corrected = predicted + network + per_part * counts
     table.network_overhead_s, table.part_overhead_s = network, per_part

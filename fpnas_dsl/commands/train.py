@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fpnas_dsl.commands import add_space_option
+from fpnas_dsl.stopping import DEFAULT_CHECKPOINT_EVERY, describe_duration, parse_duration
 
 
 def _positive_int(text: str) -> int:
@@ -14,6 +15,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
     return value
+
+
+def _interval(text: str) -> float | None:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: Any, name: str, help_text: str) -> None:
@@ -28,7 +36,8 @@ def register(sub: Any, name: str, help_text: str) -> None:
             "an arch.json (from `fpnas search`), a search run directory, or a fixed space "
             "(a bundled name such as mobilenet_v2, or a .space path, whose choices are all "
             "fixed), instantiated for the data unless --resolution/--in-channels/--classes "
-            "say otherwise. Writes DIR/metrics.jsonl, checkpoints each epoch, and "
+            "say otherwise. Writes DIR/metrics.jsonl, checkpoints each epoch (and within "
+            "one: --checkpoint-every), and "
             "DIR/result.json with the test accuracy of the raw and the EMA weights."
         ),
     )
@@ -41,8 +50,9 @@ def register(sub: Any, name: str, help_text: str) -> None:
         "--resume",
         metavar="DIR",
         help="continue the training run in DIR with its settings (config.json); "
-        "only --epochs (a new total), --device, --threads, --workers, --data-dir and "
-        "--progress may change (other settings that differ from the run's are refused)",
+        "only --epochs (a new total), --device, --threads, --workers, --data-dir, "
+        "--progress and --checkpoint-every may change (other settings that differ from the "
+        "run's are refused)",
     )
     g = p.add_argument_group("data")
     g.add_argument(
@@ -130,6 +140,15 @@ def register(sub: Any, name: str, help_text: str) -> None:
         help="evaluate on the test split every N epochs (and at the end)",
     )
     g.add_argument("--eval-batch-size", type=_positive_int, default=500)
+    g.add_argument(
+        "--checkpoint-every",
+        type=_interval,
+        default=DEFAULT_CHECKPOINT_EVERY,
+        metavar="DURATION",
+        help="also checkpoint within an epoch when this long has passed since the last "
+        f"checkpoint (default {describe_duration(DEFAULT_CHECKPOINT_EVERY)}; 90s, 10m, 1h, "
+        "off); SIGTERM and Ctrl-C checkpoint at the next step and exit with 143 or 130",
+    )
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     g.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
@@ -229,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         amp=args.amp,
         progress=args.progress,
+        checkpoint_every=args.checkpoint_every,
     )
     given = {
         key: value

@@ -1,13 +1,12 @@
-"""Search checkpoints: written atomically (temp file + rename), refused whole when corrupt
-or from another space, never half-loaded."""
+"""Search checkpoints: written under `fpnas_dsl.runfiles`' durability policy (a synced
+temporary file renamed over the last one), refused whole when corrupt or from another
+space, never half-loaded."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,10 @@ import torch
 
 from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import Space
+from fpnas_dsl.runfiles import SEARCH_CHECKPOINT, save_torch_atomic
 
 FORMAT = "fpnas-search-checkpoint/1"
-CHECKPOINT = "checkpoint.pt"
+CHECKPOINT = SEARCH_CHECKPOINT
 REQUIRED = (
     "format",
     "space_digest",
@@ -48,22 +48,9 @@ def _without_files(node: Any) -> Any:
     return node
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     path = run_dir / CHECKPOINT
-    atomic_torch_save({"format": FORMAT, **state}, path)
+    save_torch_atomic({"format": FORMAT, **state}, path)
     return path
 
 

@@ -51,7 +51,7 @@ from fpnas_dsl.ir import Space, decode
 from fpnas_dsl.nn import Supernet
 from fpnas_dsl.pipeline import Augment, Loading, default_workers
 from fpnas_dsl.precision import Precision
-from fpnas_dsl.runfiles import write_json_atomic
+from fpnas_dsl.runfiles import ARCH_FILE, METRICS_FILE, truncate_metrics, write_json_atomic
 from fpnas_dsl.search import probe
 from fpnas_dsl.search.budget import Budget
 from fpnas_dsl.search.checkpoint import (
@@ -273,11 +273,10 @@ class Search:
         from tqdm import tqdm
 
         main = self.group.main
-        metrics_path = self.run_dir / "metrics.jsonl"
+        metrics_path = self.run_dir / METRICS_FILE
         if main:
             # A killed run may have logged iterations past its last checkpoint: drop them.
-            with open(metrics_path, "a+b") as fh:
-                fh.truncate(self.position.metrics_bytes)
+            truncate_metrics(metrics_path, self.position.metrics_bytes)
         total = self.config.epochs * self.steps
         done = (self.position.epoch - 1) * self.steps + self.position.step
         bar = tqdm(
@@ -593,7 +592,7 @@ class Search:
         }
         if not self.group.main:
             return result
-        save_arch(self.run_dir / "arch.json", self.space, arch, **result)
+        save_arch(self.run_dir / ARCH_FILE, self.space, arch, **result)
         top5 = [
             {"rank": r, "log_prob": lp, "flops": f, "params": p, **a.model_dump(mode="json")}
             for r, lp, _, a, f, p in entries

@@ -18,9 +18,7 @@ warm-up and FD->JD epochs stay those of the run.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -40,6 +38,13 @@ from fpnas_dsl.footprint import (
 from fpnas_dsl.ir import Space, count_networks
 from fpnas_dsl.parser import load_space
 from fpnas_dsl.precision import Precision
+from fpnas_dsl.runfiles import (
+    CONFIG_FILE,
+    SEARCH_SPACE,
+    NewRunDir,
+    ResumePolicy,
+    write_json_atomic,
+)
 from fpnas_dsl.search.budget import check_latency_target
 from fpnas_dsl.search.checkpoint import CHECKPOINT, load_checkpoint
 from fpnas_dsl.search.config import (
@@ -52,11 +57,9 @@ from fpnas_dsl.search.config import (
 from fpnas_dsl.search.distributed import Group
 from fpnas_dsl.search.loop import Search, resolve_device
 
-CONFIG_FILE = "config.json"
-SPACE_FILE = "space.json"
-
 #: Settings that `--resume` accepts with a new value.
 RESUMABLE = ("epochs", "device", "threads", "data_dir", "workers")
+RESUME_POLICY = ResumePolicy(RESUMABLE, "start a new run with --out for others")
 
 Log = Callable[[str], None]
 
@@ -157,45 +160,6 @@ def check_run_dir(run_dir: Path) -> None:
         raise FpnasError(f"--out {run_dir}: cannot write in {parent} (permission denied)")
 
 
-class _Created:
-    """What a new run created, so that a run which fails before its first checkpoint
-    leaves nothing behind."""
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = run_dir
-        self.dirs: list[Path] = []
-        before = set(run_dir.iterdir()) if run_dir.is_dir() else set()
-        self.before = before
-
-    def make(self) -> None:
-        missing = []
-        path = self.run_dir
-        while not path.exists():
-            missing.append(path)
-            path = path.parent
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FpnasError(
-                f"cannot create run directory {self.run_dir}: {exc.strerror}"
-            ) from None
-        self.dirs = missing  # deepest first
-
-    def discard(self) -> None:
-        if not self.run_dir.is_dir():
-            return
-        for entry in set(self.run_dir.iterdir()) - self.before:
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-        for directory in self.dirs:
-            try:
-                directory.rmdir()
-            except OSError:
-                break
-
-
 def load_inputs(config: SearchConfig) -> tuple[Any, Space]:
     """The data and the compiled space of a search."""
     data = load_data(config.data, config.data_dir, seed=config.seed)
@@ -244,12 +208,12 @@ def prepare_search(
     check_latency_target(config, space)
 
     announce(size, log)
-    created = None if resume is not None else _Created(run_dir)
+    created = None if resume is not None else NewRunDir(run_dir)
     try:
         if created is not None:
             created.make()
             save_config(config, run_dir / CONFIG_FILE)
-            (run_dir / SPACE_FILE).write_text(json.dumps(space.portable_dump(), indent=2) + "\n")
+            write_json_atomic(run_dir / SEARCH_SPACE, space.portable_dump())
             save_classes(data, run_dir)
         search = Search(config, space, data, run_dir, group)
         if state is not None:
@@ -315,18 +279,11 @@ def resume_config(
             "leave out SPACE (or start a new run with --out)"
         )
     merged = make_config({**saved.model_dump(), **given}, origins=origins)
-    refused = []
-    for key in given:
-        if key in RESUMABLE:
-            continue
-        new, old = getattr(merged, key), getattr(saved, key)
-        if new != old:
-            refused.append(f"{origin_name(key, origins)} {new!r} (the run's: {old!r})")
-    if refused:
-        raise FpnasError(
-            f"--resume {run_dir} continues with the run's settings ({run_dir / CONFIG_FILE}); "
-            f"these cannot change: {', '.join(refused)}. Only --epochs (a new total), "
-            "--device, --threads, --workers and --data-dir can; start a new run with --out "
-            "for others"
-        )
+    RESUME_POLICY.check(
+        run_dir,
+        (
+            (key, origin_name(key, origins), getattr(merged, key), getattr(saved, key))
+            for key in given
+        ),
+    )
     return merged
