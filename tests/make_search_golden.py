@@ -4,12 +4,13 @@
     python tests/make_search_golden.py run OUT     # run every case, write OUT/<case>.json
     torchrun --nproc-per-node 2 tests/make_search_golden.py run OUT --world 2
 
-A case is one `fpnas search` of a narrow tiny space (`mini.space`) on synthetic data (3 epochs of 3 steps,
-batch 16, one thread). What is kept of it is what must not change when the search's code
-is reorganised: every metrics record with its time fields removed (JSON floats round-trip
-exactly), the result without its wall time, alpha (the distribution's state) and theta
-(DNAS), and a sha256 of every tensor of the final checkpoint by its key path (its other
-values as they are, its clock and metrics offset aside).
+A case is one `fpnas search` of a narrow tiny space (`mini.space`) on synthetic data
+(3 epochs of 3 steps, batch 16, one thread). What is kept of it is what must not change
+when the search's code is reorganised: every metrics record with its time fields removed
+(JSON floats round-trip exactly), the result without its wall time, alpha (the
+distribution's logits) and theta (DNAS), and a sha256 of every tensor of the final
+checkpoint by its key path (its other values as they are, its clock and metrics offset
+aside).
 
 `write` also keeps `old_run/`: a run directory of the FP-NAS case stopped (as Ctrl-C
 stops it) after its fourth iteration, mid-epoch 2, whose checkpoint.pt the test resumes
@@ -144,11 +145,7 @@ def summarise(run_dir: Path, result: dict[str, Any]) -> dict[str, Any]:
     ]
     alpha = {k: as_list(state["distribution"][k]) for k in ("modes", "logits")}
     theta = as_list(state.get("strategy", {}).get("theta"))
-    tensors = {
-        key: value
-        for key, value in flatten(state).items()
-        if key not in CLOCK_KEYS
-    }
+    tensors = {key: value for key, value in flatten(state).items() if key not in CLOCK_KEYS}
     return {
         "records": records,
         "result": strip_times({k: v for k, v in result.items() if k != "run_dir"}),

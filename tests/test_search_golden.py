@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import make_search_golden as golden
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-import make_search_golden as golden  # noqa: E402
 
 LIMIT = 300  # seconds any one launch may take
 
