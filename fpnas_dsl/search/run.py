@@ -5,15 +5,19 @@ the space (a fixed space has nothing to search), the FLOPS target, the device, t
 size, whether the supernet fits in memory and its checkpoint on the disk, and the run
 directory itself. A run that fails before its first checkpoint removes what it created.
 
+Before it starts, the search says what it changes of the space's declared input to fit
+the data (resolution, channels, classes; `retargeted`) and when the data gives fewer
+steps per epoch than `--steps-per-epoch` asks for.
+
 On `--resume` the run keeps the settings of its config.json. Only `epochs` (a new total,
 to extend a finished search or shorten an unfinished one), `device`, `threads`,
-`workers` (it changes no batch) and `data_dir` may change; any other setting given with
-a value other than the run's is refused by name (`resume_config`). With a new number of
-epochs, the cosine schedule of
-the weights' learning rate is rebuilt for the new total number of steps and continues
-from the restored step (`Search.restore`): extending a finished search raises the
-learning rate from zero to where the longer schedule stands at that step, and the
-warm-up and FD->JD epochs stay those of the run.
+`workers` (it changes no batch), `data_dir` and `checkpoint_every` may change; any other
+setting given with a value other than the run's is refused by name (`resume_config`).
+With a new number of epochs, the cosine schedule of the weights' learning rate is
+rebuilt for the new total number of steps and continues from the restored step
+(`fpnas_dsl.search.schedule`): extending a finished search raises the learning rate
+from zero to where the longer schedule stands at that step, and the warm-up and FD->JD
+epochs stay those of the run.
 """
 
 from __future__ import annotations
@@ -49,14 +53,15 @@ from fpnas_dsl.search.config import (
     origin_name,
     save_config,
 )
+from fpnas_dsl.search.device import resolve_device
 from fpnas_dsl.search.distributed import Group
-from fpnas_dsl.search.loop import Search, resolve_device
+from fpnas_dsl.search.loop import Search
 
 CONFIG_FILE = "config.json"
 SPACE_FILE = "space.json"
 
 #: Settings that `--resume` accepts with a new value.
-RESUMABLE = ("epochs", "device", "threads", "data_dir", "workers")
+RESUMABLE = ("epochs", "device", "threads", "data_dir", "workers", "checkpoint_every")
 
 Log = Callable[[str], None]
 
@@ -208,6 +213,44 @@ def load_inputs(config: SearchConfig) -> tuple[Any, Space]:
     return data, space
 
 
+def retargeted(
+    config: SearchConfig, declared: Space, searched: Space, data_name: str
+) -> str | None:
+    """What the search changes of the space's declared input to fit the data (the
+    settings not given take the data's), and how to keep it; None when nothing."""
+    changes, keep = [], []
+    if declared.resolution != searched.resolution and config.resolution is None:
+        changes.append(f"resolution {declared.resolution} -> {searched.resolution}")
+        keep.append(f"--resolution {declared.resolution}")
+    if declared.in_channels != searched.in_channels and config.in_channels is None:
+        changes.append(f"channels {declared.in_channels} -> {searched.in_channels}")
+        if searched.in_channels == 1:  # grey images repeat to more channels
+            keep.append(f"--in-channels {declared.in_channels}")
+    if declared.classes != searched.classes and config.classes is None:
+        changes.append(f"classes {declared.classes} -> {searched.classes}")
+    if not changes:
+        return None
+    how = f"; to keep the declared input, give {' '.join(keep)}" if keep else ""
+    return (
+        f"fpnas search: space {declared.name!r} declares input {declared.resolution} x "
+        f"{declared.resolution} x {declared.in_channels} and {declared.classes} classes; "
+        f"the data ({data_name}) re-targets it: {', '.join(changes)}. FLOPS and the target "
+        f"refer to the searched input{how}"
+    )
+
+
+def short_epochs(config: SearchConfig, half: int) -> str | None:
+    """Say so when the data gives fewer steps per epoch than `--steps-per-epoch`."""
+    steps = half // config.batch_size
+    if config.steps_per_epoch is None or steps >= config.steps_per_epoch:
+        return None
+    return (
+        f"fpnas search: --steps-per-epoch {config.steps_per_epoch} is not reached: half the "
+        f"training set ({half} images) makes {steps} batch{'es' if steps != 1 else ''} of "
+        f"{config.batch_size}, so each epoch runs {steps} step{'s' if steps != 1 else ''}"
+    )
+
+
 def prepare_search(
     config: SearchConfig,
     resume: Path | None = None,
@@ -218,6 +261,9 @@ def prepare_search(
     (under torchrun: on rank 0, while the other ranks build theirs with `join_search`)."""
     data, space = load_inputs(config)
     check_searchable(space)
+    said = retargeted(config, load_space(config.space), space, data.name)
+    if said is not None:
+        log(said)
     device = resolve_device(config.device)
     Precision(config.amp, device)  # refuses fp16 without a GPU before anything is made
     half = len(data.train) // 2
@@ -229,6 +275,9 @@ def prepare_search(
     steps = half // config.batch_size
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
+    said = short_epochs(config, half)
+    if said is not None:
+        log(said)
     state = None
     if resume is not None:
         run_dir = resume
@@ -326,7 +375,7 @@ def resume_config(
         raise FpnasError(
             f"--resume {run_dir} continues with the run's settings ({run_dir / CONFIG_FILE}); "
             f"these cannot change: {', '.join(refused)}. Only --epochs (a new total), "
-            "--device, --threads, --workers and --data-dir can; start a new run with --out "
-            "for others"
+            "--device, --threads, --workers, --data-dir and --checkpoint-every can; start a "
+            "new run with --out for others"
         )
     return merged
