@@ -3,11 +3,10 @@
 `Search` builds the supernet, its SGD and cosine schedule, the two halves of the training
 data (omega trains the weights, alpha scores architectures) and the strategy
 (`fpnas_dsl.search.strategy`), which owns each iteration and its architecture parameters
-and reaches the loop only through a `Context`. Per iteration the loop checks for a stop
-request and a due time-based checkpoint (every rank agreeing through the group), hands
-the batches to the strategy and records what it returns; per epoch it scores the
-strategy's most probable architecture (`fpnas_dsl.search.evaluation`), records the
-summary and writes a checkpoint.
+and sees the loop only through a `Context`. Per iteration the loop checks for a stop
+request and a due checkpoint (every rank agreeing), hands the batches to the strategy and
+records what it returns; per epoch it scores the strategy's most probable architecture
+(`fpnas_dsl.search.evaluation`), records the summary and writes a checkpoint.
 
 A stop request (Ctrl-C or SIGTERM, `fpnas_dsl.stopping.StopRequest`) is honoured at the
 next iteration boundary on every rank: the run writes its checkpoint and ends with
@@ -99,29 +98,17 @@ class Search:
             self.optimizer, T_max=config.epochs * self.steps
         )
         self.precision = Precision(config.amp, self.device)
+        budget = Budget(config, space)
         self.context = Context(
-            config=config,
-            space=space,
-            supernet=self.supernet,
-            optimizer=self.optimizer,
-            scheduler=self.scheduler,
-            precision=self.precision,
-            group=self.group,
-            budget=Budget(config, space),
-            non_finite=self._non_finite,
-        )
+            config, space, self.supernet, self.optimizer, self.scheduler, self.precision,
+            self.group, budget, self._non_finite,
+        )  # fmt: skip
         self.strategy: Strategy = make_strategy(self.context)
         self.prepare = BatchPreparer(data, space.resolution, space.in_channels, self.device)
         self.evaluator = Evaluator(
-            space,
-            data,
-            self.omega_half,
-            self.supernet,
-            self.prepare,
-            self.group,
-            config.batch_size,
-            config.eval_batches,
-        )
+            space, data, self.omega_half, self.supernet, self.prepare, self.group,
+            config.batch_size, config.eval_batches,
+        )  # fmt: skip
         # Image files are decoded by worker processes (two streams: omega and alpha);
         # in-memory data ignores this.
         workers = config.workers if config.workers is not None else default_workers(streams=2)
