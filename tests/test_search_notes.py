@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from test_search import TINY, settings
 
+from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.search.config import make_config
 from fpnas_dsl.search.run import prepare_search
 
@@ -36,3 +38,18 @@ def test_steps_per_epoch_the_data_cannot_give_is_said(tmp_path: Path) -> None:
     (line,) = said(tmp_path / "a", steps_per_epoch=20)
     assert "--steps-per-epoch 20 is not reached" in line and "runs 8 steps" in line
     assert said(tmp_path / "b", steps_per_epoch=8) == []
+
+
+def test_checkpoint_every_and_training_policy_settings(tmp_path: Path) -> None:
+    from fpnas_dsl.stopping import DEFAULT_CHECKPOINT_EVERY
+
+    base = settings(tmp_path / "run")
+    assert make_config(base).checkpoint_every == DEFAULT_CHECKPOINT_EVERY
+    assert make_config({**base, "checkpoint_every": "2s"}).checkpoint_every == 2.0
+    assert make_config({**base, "checkpoint_every": "1.5m"}).checkpoint_every == 90.0
+    assert make_config({**base, "checkpoint_every": "off"}).checkpoint_every is None
+    with pytest.raises(FpnasError, match=r"--checkpoint-every: 'soon' is not a duration"):
+        make_config({**base, "checkpoint_every": "soon"})
+    assert make_config(base).training_policy == "importance"
+    with pytest.raises(FpnasError, match="--training-policy: Input should be 'importance'"):
+        make_config({**base, "training_policy": "sandwich"})
