@@ -129,10 +129,6 @@ class Group:
         ranks, in one all-reduce."""
         return extras
 
-    def any(self, flag: bool, what: str) -> bool:
-        """Whether `flag` is set on any rank."""
-        return flag
-
     def any_of(self, flags: list[bool], what: str) -> list[bool]:
         """Whether each of `flags` is set on any rank, in one collective."""
         return flags
@@ -228,9 +224,6 @@ class TorchGroup(Group):
             offset += n
         values: list[float] = flat[offset:].double().cpu().tolist()
         return values
-
-    def any(self, flag: bool, what: str) -> bool:
-        return self.any_of([flag], what)[0]
 
     def any_of(self, flags: list[bool], what: str) -> list[bool]:
         tensor = torch.tensor([int(f) for f in flags], dtype=torch.int64)
