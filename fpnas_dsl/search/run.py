@@ -261,9 +261,6 @@ def prepare_search(
     (under torchrun: on rank 0, while the other ranks build theirs with `join_search`)."""
     data, space = load_inputs(config)
     check_searchable(space)
-    said = retargeted(config, load_space(config.space), space, data.name)
-    if said is not None:
-        log(said)
     device = resolve_device(config.device)
     Precision(config.amp, device)  # refuses fp16 without a GPU before anything is made
     half = len(data.train) // 2
@@ -275,9 +272,6 @@ def prepare_search(
     steps = half // config.batch_size
     if config.steps_per_epoch:
         steps = min(steps, config.steps_per_epoch)
-    said = short_epochs(config, half)
-    if said is not None:
-        log(said)
     state = None
     if resume is not None:
         run_dir = resume
@@ -292,6 +286,14 @@ def prepare_search(
         check_target(space, config.target_flops)
     check_latency_target(config, space)
 
+    # Every check passed: what the search changes of what was asked, then what it builds.
+    notes = [
+        retargeted(config, load_space(config.space), space, data.name),
+        short_epochs(config, half),
+    ]
+    for said in notes:
+        if said is not None:
+            log(said)
     announce(size, log)
     created = None if resume is not None else _Created(run_dir)
     try:
