@@ -1,7 +1,7 @@
 """Peak memory and time of one search iteration: DNAS (FBNetV2) against FP-NAS, side by side.
 
 One iteration of each strategy on the same supernet, input and labels, as the search runs
-it (`fpnas_dsl.search.loop.Search.sampled_iteration`, `fpnas_dsl.search.dnas.Dnas`):
+it (`fpnas_dsl.search.sampled.Sampled.iteration`, `fpnas_dsl.search.dnas.Dnas`):
 
 - FP-NAS with K samples (K = 1, and the initial K = max(1, floor(H / 4)) of the uniform
   distribution): K no-grad validation forwards of K uniformly drawn architectures, K

@@ -138,7 +138,7 @@ def run_search(
     search` with underscores) override it. `space` is a bundled name, a .space path, or a
     `Space` loaded from a file (its file is searched)."""
     from fpnas_dsl.search.config import SearchConfig, make_config, read_config_file
-    from fpnas_dsl.search.run import prepare_search
+    from fpnas_dsl.search.startup import search_everywhere
 
     values: dict[str, Any] = {}
     if isinstance(config, SearchConfig):
@@ -160,9 +160,11 @@ def run_search(
             "missing target_flops (the FLOPS the architecture may use) or target_latency "
             "with latency_table"
         )
-    run = prepare_search(make_config(values, source="run_search()"))
-    result = run.run(progress=progress)
-    return {"run_dir": str(run.run_dir), **result}
+    # The CLI's start-up: alone, or on every rank of a script started by torchrun.
+    result, _ = search_everywhere(
+        lambda: make_config(values, source="run_search()"), progress=progress
+    )
+    return result
 
 
 def export_network(

@@ -193,11 +193,11 @@ def test_search_from_the_cli_and_a_resume_mid_epoch(
     search = prepare_search(make_config(search_settings(folder, stopped)))
     checks = {"n": 0}
 
-    def stop_at_step_5(flag: bool, where: str) -> bool:
-        checks["n"] += 1
-        return checks["n"] == 5
+    def stop_at_step_5(flags: list[bool], where: str) -> list[bool]:
+        checks["n"] += 1  # flags: a stop request, a checkpoint due
+        return [checks["n"] == 5, False]
 
-    search.group.any = stop_at_step_5  # type: ignore[method-assign]
+    search.group.any_of = stop_at_step_5  # type: ignore[method-assign]
     with pytest.raises(Interrupted):
         search.run(progress=False)
     assert (load_checkpoint(stopped)["epoch"], load_checkpoint(stopped)["step"]) == (2, 1)

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
-from fpnas_dsl.errors import FpnasError, Interrupted, RunError
+from fpnas_dsl.errors import FpnasError
 
 if TYPE_CHECKING:
-    from fpnas_dsl.search.distributed import Group
-    from fpnas_dsl.search.loop import Search
-
-T = TypeVar("T")
+    from fpnas_dsl.search.config import SearchConfig
 
 #: flag -> (type, help); every SearchConfig field is a flag and a config-file key.
 FLAGS: dict[str, tuple[Any, str]] = {
@@ -69,6 +65,11 @@ FLAGS: dict[str, tuple[Any, str]] = {
         "likelihoods, importance weights and alpha stay float32/float64",
     ),
     "--out": (str, "run directory (default runs/<space>-<timestamp>)"),
+    "--checkpoint-every": (
+        str,
+        "also write a checkpoint within an epoch when this long has passed since the last "
+        "one (90s, 5m, 1h; off: at epoch ends only; default 5m): what a killed run loses",
+    ),
 }
 
 
@@ -109,6 +110,12 @@ def register(
         "dnas: FBNetV2's differentiable search, every candidate mixed with Gumbel-softmax "
         "weights (--temperature, --temperature-decay)",
     )
+    p.add_argument(
+        "--training-policy",
+        choices=("importance",),
+        help="how the sampled strategies train the weights: importance (default), the K "
+        "samples' passes weighted by m_omega (fpnas_dsl.search.training)",
+    )
     for flag, (kind, text) in FLAGS.items():
         p.add_argument(flag, type=kind, help=text)
     p.add_argument("--config", type=Path, help="TOML or YAML file of these settings")
@@ -117,7 +124,8 @@ def register(
         type=Path,
         metavar="RUN_DIR",
         help="continue a run with its settings; only --epochs, --device, --threads, "
-        "--workers and --data-dir may change (other settings that differ are refused)",
+        "--workers, --data-dir and --checkpoint-every may change (other settings that differ "
+        "are refused)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument(
@@ -142,7 +150,7 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     origins = dict.fromkeys(values, str(args.config))
     names = ["space", "target_flops", "target_latency", "latency_table", "sampling"]
-    names += ["distribution", "warmup_training", "strategy"]
+    names += ["distribution", "warmup_training", "strategy", "training_policy"]
     names += [flag[2:].replace("-", "_") for flag in FLAGS]
     for key in names:
         value = getattr(args, key)
@@ -154,63 +162,28 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
 
 def run(args: argparse.Namespace) -> int:
     from fpnas_dsl.search import distributed
+    from fpnas_dsl.search.startup import search_everywhere
 
     if args.timeout is not None and not args.timeout > 0:
         raise FpnasError(f"--timeout {args.timeout:g}: give a number of seconds above 0")
-    group = distributed.join(args.timeout or distributed.DEFAULT_TIMEOUT)
     try:
-        code = _search(args, group)
+        result, main = search_everywhere(
+            lambda: _settle(args),
+            resume=args.resume,
+            timeout=args.timeout or distributed.DEFAULT_TIMEOUT,
+            progress=not args.no_progress,
+            started=lambda line: print(line, flush=True),
+        )
     except FpnasError as err:
-        if group.world == 1:
-            raise
-        if getattr(err, "shared", False):  # every rank raised it: rank 0 says it
-            group.close()
-            if not group.main:
-                return err.exit_code
-            raise
-        if not getattr(err, "rank_named", False):
-            err.args = (f"rank {group.rank}: {err}",)
-        group.report_failure(str(err))
+        if getattr(err, "quiet", False):  # rank 0 says it
+            return err.exit_code
         raise
-    group.close()
-    return code
-
-
-def _search(args: argparse.Namespace, group: Group) -> int:
-    from fpnas_dsl.search.config import make_config
-    from fpnas_dsl.search.distributed import cpu_copy, everywhere
-    from fpnas_dsl.search.run import join_search, prepare_search
-
-    # Rank 0 settles the settings (a resumed run's are in its config.json), every rank
-    # builds its search at the same time, then the others take rank 0's state and run
-    # directory; only rank 0 touches the run directory.
-    settings = _from_rank_0(group, lambda: _settle(args, group).model_dump())
-    config = make_config(settings)
-    if group.main:
-        try:
-            search = prepare_search(config, resume=args.resume, group=group)
-        except FpnasError as err:
-            group.broadcast(("failed", err.exit_code))  # the others end with its code
-            raise everywhere(err) from None
-        except BaseException as err:
-            group.broadcast(("failed", _exit_code(err)))
-            raise
-        try:
-            group.broadcast(("ok", (str(search.run_dir), cpu_copy(search.state()))))
-        except BaseException:
-            if search.discard is not None:
-                search.discard()
-            raise
-        print(f"fpnas search: run directory {search.run_dir}", flush=True)
-    else:
-        search = _joined(group, join_search(config, group))
-    result = search.run(progress=not args.no_progress)
-    if group.main:
-        print(json.dumps({"run_dir": str(search.run_dir), **result}, indent=2))
+    if main:
+        print(json.dumps(result, indent=2))
     return 0
 
 
-def _settle(args: argparse.Namespace, group: Group) -> Any:
+def _settle(args: argparse.Namespace) -> SearchConfig:
     from fpnas_dsl.search.config import make_config
     from fpnas_dsl.search.run import resume_config
 
@@ -226,54 +199,4 @@ def _settle(args: argparse.Namespace, group: Group) -> Any:
                 "--target-latency with --latency-table"
             )
         config = make_config(values, origins=origins)
-    group.check_batch(config.batch_size)
     return config
-
-
-def _exit_code(err: BaseException) -> int:
-    if isinstance(err, FpnasError):
-        return err.exit_code
-    return Interrupted.exit_code if isinstance(err, KeyboardInterrupt) else RunError.exit_code
-
-
-def _quiet(code: int) -> FpnasError:
-    """The end of a rank whose rank 0 failed (and said why)."""
-    from fpnas_dsl.search.distributed import everywhere
-
-    err = everywhere(FpnasError("rank 0 could not start the search"))
-    err.exit_code = code
-    return err
-
-
-def _from_rank_0(group: Group, make: Callable[[], T]) -> T:
-    """Rank 0's `make()` on every rank; when it fails there, every rank ends with its code."""
-    from fpnas_dsl.search.distributed import everywhere
-
-    if not group.main:
-        status, value = group.broadcast(("", cast(Any, None)))
-        if status != "ok":
-            raise _quiet(int(value))
-        return cast(T, value)
-    try:
-        value = make()
-    except FpnasError as err:
-        group.broadcast(("failed", err.exit_code))
-        raise everywhere(err) from None
-    except BaseException as err:
-        group.broadcast(("failed", _exit_code(err)))
-        raise
-    group.broadcast(("ok", value))
-    return value
-
-
-def _joined(group: Group, search: Search) -> Search:
-    """A non-zero rank's search with rank 0's run directory and state."""
-    from fpnas_dsl.search.checkpoint import CHECKPOINT
-
-    status, value = group.broadcast(("", cast(Any, None)))
-    if status != "ok":
-        raise _quiet(int(value))
-    run_dir, state = value
-    search.run_dir = Path(run_dir)
-    search.restore(search.run_dir / CHECKPOINT, None, state)
-    return search

@@ -23,6 +23,7 @@ from pydantic import (
 
 from fpnas_dsl.errors import FpnasError, clip
 from fpnas_dsl.runfiles import write_json_atomic
+from fpnas_dsl.stopping import DEFAULT_CHECKPOINT_EVERY, parse_duration
 
 #: Paper (Section 5.1): 315 epochs, 45 of them warm-up; SGD lr 0.8 for batch 2048.
 PAPER_EPOCHS = 315
@@ -75,6 +76,11 @@ class SearchConfig(BaseModel):
         lt=1,
         description="skip the training pass of a sample whose m_omega is below this (0: none)",
     )
+    training_policy: Literal["importance"] = Field(
+        "importance",
+        description="how the sampled strategies train the weights (fpnas_dsl.search.training): "
+        "importance, the K samples weighted by m_omega (Algorithm 1)",
+    )
     distribution: Literal["mixed", "joint", "factorized"] = "mixed"
     strategy: Literal["fpnas", "dnas"] = Field(
         "fpnas",
@@ -96,6 +102,12 @@ class SearchConfig(BaseModel):
         None, ge=0, description="image-folder decoding processes per stream (default: CPUs)"
     )
     amp: Literal["off", "bf16", "fp16"] = "off"
+    checkpoint_every: float | None = Field(
+        DEFAULT_CHECKPOINT_EVERY,
+        gt=0,
+        description="seconds between checkpoints within an epoch (`5m` in a file or flag; "
+        "off: at epoch ends only)",
+    )
     out: str | None = None
 
     @field_validator("target_latency", mode="before")
@@ -103,6 +115,11 @@ class SearchConfig(BaseModel):
     def _duration(cls, value: Any) -> Any:
         from fpnas_dsl.latency import parse_duration
 
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("checkpoint_every", mode="before")
+    @classmethod
+    def _interval(cls, value: Any) -> Any:
         return parse_duration(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")

@@ -129,9 +129,9 @@ class Group:
         ranks, in one all-reduce."""
         return extras
 
-    def any(self, flag: bool, what: str) -> bool:
-        """Whether `flag` is set on any rank."""
-        return flag
+    def any_of(self, flags: list[bool], what: str) -> list[bool]:
+        """Whether each of `flags` is set on any rank, in one collective."""
+        return flags
 
     def broadcast(self, obj: T) -> T:
         """Rank 0's `obj` on every rank."""
@@ -225,11 +225,11 @@ class TorchGroup(Group):
         values: list[float] = flat[offset:].double().cpu().tolist()
         return values
 
-    def any(self, flag: bool, what: str) -> bool:
-        tensor = torch.tensor([int(flag)], dtype=torch.int64)
+    def any_of(self, flags: list[bool], what: str) -> list[bool]:
+        tensor = torch.tensor([int(f) for f in flags], dtype=torch.int64)
         op = self.dist.ReduceOp.MAX
         self._collective(what, lambda: self.dist.all_reduce(tensor, op=op))
-        return bool(tensor.item())
+        return [bool(v) for v in tensor.tolist()]
 
     def broadcast(self, obj: T) -> T:
         box = [obj]

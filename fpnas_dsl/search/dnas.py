@@ -22,7 +22,8 @@ probabilistic strategies, so that the two are compared on the same objective.
 The temperature tau starts at `--temperature` (5.0, FBNetV2) and is multiplied by
 `--temperature-decay` (exp(-0.045), FBNetV2) every epoch. The winner is the most probable
 architecture, argmax of theta per variable; `dist` mirrors softmax(theta) so that the
-loop's summary, top five and export read it as they read the probabilistic strategies'.
+loop's evaluation, top five and export read it as they read the probabilistic
+strategies'. The strategy reaches the loop only through its `Context`.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from fpnas_dsl.ir import Space
 from fpnas_dsl.nn.relaxed import RelaxedSupernet, VarId, Weights, joint, variables_of
 
 if TYPE_CHECKING:
-    from fpnas_dsl.search.loop import Search
+    from fpnas_dsl.search.context import Context
 
 __all__ = ["Dnas", "ExpectedCost", "gumbel_weights", "split_logits"]
 
@@ -97,24 +98,25 @@ class ExpectedCost:
 
 
 class Dnas:
-    """FBNetV2's search over a `Search`'s supernet, data and run directory."""
+    """FBNetV2's search: theta, its Adam and its relaxed supernet, over the loop's
+    supernet and services (`context`)."""
 
-    def __init__(self, search: Search) -> None:
-        if search.group.world > 1:
+    def __init__(self, context: Context) -> None:
+        if context.group.world > 1:
             # Not tested under torchrun (theta's all-reduce mixes dtypes): refuse it.
             raise FpnasError("--strategy dnas runs in one process; start it without torchrun")
-        self.search = search
-        space, cfg = search.space, search.config
+        self.context = context
+        space, cfg = context.space, context.config
         size = sum(card for _, card in variables_of(space))
         self.theta = torch.nn.Parameter(torch.zeros(size, dtype=torch.float64))
         self.optimizer = torch.optim.Adam([self.theta], lr=cfg.alpha_lr)
-        self.relaxed = RelaxedSupernet(search.supernet)
+        self.relaxed = RelaxedSupernet(context.supernet)
         self.expected = ExpectedCost(space)
         self.dist = Distribution(space.layout.cardinalities, mode="factorized", seed=cfg.seed)
         self._sync()
 
     def temperature(self, epoch: int) -> float:
-        cfg = self.search.config
+        cfg = self.context.config
         return cfg.temperature * cfg.temperature_decay ** (epoch - 1)
 
     def _sync(self) -> None:
@@ -122,7 +124,7 @@ class Dnas:
         self.dist.logits[:] = self.theta.detach().cpu().numpy()
 
     def probabilities(self) -> Weights:
-        return {v: F.softmax(t, 0) for v, t in split_logits(self.search.space, self.theta).items()}
+        return {v: F.softmax(t, 0) for v, t in split_logits(self.context.space, self.theta).items()}
 
     def iteration(
         self,
@@ -132,15 +134,15 @@ class Dnas:
         x_val: Tensor,
         y_val: Tensor,
     ) -> dict[str, Any]:
-        search, cfg = self.search, self.search.config
-        space, net, group = search.space, search.supernet, search.group
+        ctx, cfg = self.context, self.context.config
+        space, net, group = ctx.space, ctx.supernet, ctx.group
         tau = self.temperature(epoch)
-        where = f"epoch {epoch}, step {search.position.step + 1}"
+        where = ctx.position.where(epoch)
         t0 = time.perf_counter()
         net.train()
         weights = gumbel_weights(split_logits(space, self.theta.detach()), tau)
-        search.optimizer.zero_grad(set_to_none=True)
-        precision = search.precision
+        ctx.optimizer.zero_grad(set_to_none=True)
+        precision = ctx.precision
         with precision.autocast():
             logits = self.relaxed(x_train, weights)
         loss = F.cross_entropy(logits.float(), y_train)
@@ -149,9 +151,9 @@ class Dnas:
             net.parameters(), [loss.item()], f"the gradient all-reduce of {where}"
         )
         if not math.isfinite(train_loss):
-            search._non_finite(epoch, "training loss of the relaxed supernet")
-        precision.step(search.optimizer)
-        search.scheduler.step()
+            ctx.non_finite(epoch, "training loss of the relaxed supernet")
+        precision.step(ctx.optimizer)
+        ctx.scheduler.step()
 
         val_nll: float | None = None
         alpha_updated = epoch > cfg.warmup
@@ -170,7 +172,7 @@ class Dnas:
                 [self.theta], [nll.item()], f"the theta all-reduce of {where}"
             )
             if not math.isfinite(val_nll):
-                search._non_finite(epoch, "validation loss of the relaxed supernet")
+                ctx.non_finite(epoch, "validation loss of the relaxed supernet")
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self._sync()
@@ -179,13 +181,13 @@ class Dnas:
 
         with torch.no_grad():
             expected = float(self.expected(self.probabilities()))
-        search.position.samples += 1
-        search.position.trained += 1
-        search.times["fwd_bwd"] += t1 - t0
+        ctx.position.samples += 1
+        ctx.position.trained += 1
+        ctx.times["fwd_bwd"] += t1 - t0
         return {
             "type": "iter",
             "epoch": epoch,
-            "step": search.position.step,
+            "step": ctx.position.step,
             "k": 1,
             "trained": 1,
             "skipped_weight": 0.0,
@@ -194,8 +196,8 @@ class Dnas:
             "val_nll": val_nll,
             "flops_mean": expected,
             "alpha_updated": alpha_updated,
-            "samples": search.position.samples,
-            "lr": search.scheduler.get_last_lr()[0],
+            "samples": ctx.position.samples,
+            "lr": ctx.scheduler.get_last_lr()[0],
             "temperature": tau,
             "t_fwd_bwd": t1 - t0,
         }
@@ -203,15 +205,28 @@ class Dnas:
     def epoch_summary(self, epoch: int) -> dict[str, Any]:
         with torch.no_grad():
             expected = float(self.expected(self.probabilities()))
-        return {"k": 1, "expected_flops": expected, "temperature": self.temperature(epoch)}
+        return {
+            "entropy": self.dist.entropy(),
+            "k": 1,
+            "expected_flops": expected,
+            "alpha_params": self.dist.num_params,
+            "modes": sorted(set(self.dist.modes)),
+            "temperature": self.temperature(epoch),
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"theta": self.theta.detach().clone(), "adam": self.optimizer.state_dict()}
+        """The checkpoint's entries: theta and its Adam, and the mirror distribution."""
+        return {
+            "distribution": self.dist.state_dict(),
+            "strategy": {"theta": self.theta.detach().clone(), "adam": self.optimizer.state_dict()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "theta" not in state:
+        self.dist.load_state_dict(state["distribution"])
+        own = state.get("strategy", {})
+        if "theta" not in own:
             raise KeyError("no DNAS parameters (theta) in the checkpoint")
         with torch.no_grad():
-            self.theta.copy_(state["theta"])
-        self.optimizer.load_state_dict(state["adam"])
+            self.theta.copy_(own["theta"])
+        self.optimizer.load_state_dict(own["adam"])
         self._sync()

@@ -5,15 +5,19 @@ the space (a fixed space has nothing to search), the FLOPS target, the device, t
 size, whether the supernet fits in memory and its checkpoint on the disk, and the run
 directory itself. A run that fails before its first checkpoint removes what it created.
 
+Before it starts, the search says what it changes of the space's declared input to fit
+the data (resolution, channels, classes; `retargeted`) and when the data gives fewer
+steps per epoch than `--steps-per-epoch` asks for.
+
 On `--resume` the run keeps the settings of its config.json. Only `epochs` (a new total,
 to extend a finished search or shorten an unfinished one), `device`, `threads`,
-`workers` (it changes no batch) and `data_dir` may change; any other setting given with
-a value other than the run's is refused by name (`resume_config`). With a new number of
-epochs, the cosine schedule of
-the weights' learning rate is rebuilt for the new total number of steps and continues
-from the restored step (`Search.restore`): extending a finished search raises the
-learning rate from zero to where the longer schedule stands at that step, and the
-warm-up and FD->JD epochs stay those of the run.
+`workers` (it changes no batch), `data_dir` and `checkpoint_every` may change; any other
+setting given with a value other than the run's is refused by name (`resume_config`).
+With a new number of epochs, the cosine schedule of the weights' learning rate is
+rebuilt for the new total number of steps and continues from the restored step
+(`fpnas_dsl.search.schedule`): extending a finished search raises the learning rate
+from zero to where the longer schedule stands at that step, and the warm-up and FD->JD
+epochs stay those of the run.
 """
 
 from __future__ import annotations
@@ -54,11 +58,12 @@ from fpnas_dsl.search.config import (
     origin_name,
     save_config,
 )
+from fpnas_dsl.search.device import resolve_device
 from fpnas_dsl.search.distributed import Group
-from fpnas_dsl.search.loop import Search, resolve_device
+from fpnas_dsl.search.loop import Search
 
 #: Settings that `--resume` accepts with a new value.
-RESUMABLE = ("epochs", "device", "threads", "data_dir", "workers")
+RESUMABLE = ("epochs", "device", "threads", "data_dir", "workers", "checkpoint_every")
 RESUME_POLICY = ResumePolicy(RESUMABLE, "start a new run with --out for others")
 
 Log = Callable[[str], None]
@@ -172,6 +177,44 @@ def load_inputs(config: SearchConfig) -> tuple[Any, Space]:
     return data, space
 
 
+def retargeted(
+    config: SearchConfig, declared: Space, searched: Space, data_name: str
+) -> str | None:
+    """What the search changes of the space's declared input to fit the data (the
+    settings not given take the data's), and how to keep it; None when nothing."""
+    changes, keep = [], []
+    if declared.resolution != searched.resolution and config.resolution is None:
+        changes.append(f"resolution {declared.resolution} -> {searched.resolution}")
+        keep.append(f"--resolution {declared.resolution}")
+    if declared.in_channels != searched.in_channels and config.in_channels is None:
+        changes.append(f"channels {declared.in_channels} -> {searched.in_channels}")
+        if searched.in_channels == 1:  # grey images repeat to more channels
+            keep.append(f"--in-channels {declared.in_channels}")
+    if declared.classes != searched.classes and config.classes is None:
+        changes.append(f"classes {declared.classes} -> {searched.classes}")
+    if not changes:
+        return None
+    how = f"; to keep the declared input, give {' '.join(keep)}" if keep else ""
+    return (
+        f"fpnas search: space {declared.name!r} declares input {declared.resolution} x "
+        f"{declared.resolution} x {declared.in_channels} and {declared.classes} classes; "
+        f"the data ({data_name}) re-targets it: {', '.join(changes)}. FLOPS and the target "
+        f"refer to the searched input{how}"
+    )
+
+
+def short_epochs(config: SearchConfig, half: int) -> str | None:
+    """Say so when the data gives fewer steps per epoch than `--steps-per-epoch`."""
+    steps = half // config.batch_size
+    if config.steps_per_epoch is None or steps >= config.steps_per_epoch:
+        return None
+    return (
+        f"fpnas search: --steps-per-epoch {config.steps_per_epoch} is not reached: half the "
+        f"training set ({half} images) makes {steps} batch{'es' if steps != 1 else ''} of "
+        f"{config.batch_size}, so each epoch runs {steps} step{'s' if steps != 1 else ''}"
+    )
+
+
 def prepare_search(
     config: SearchConfig,
     resume: Path | None = None,
@@ -207,6 +250,14 @@ def prepare_search(
         check_target(space, config.target_flops)
     check_latency_target(config, space)
 
+    # Every check passed: what the search changes of what was asked, then what it builds.
+    notes = [
+        retargeted(config, load_space(config.space), space, data.name),
+        short_epochs(config, half),
+    ]
+    for said in notes:
+        if said is not None:
+            log(said)
     announce(size, log)
     created = None if resume is not None else NewRunDir(run_dir)
     try:

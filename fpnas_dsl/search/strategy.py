@@ -1,33 +1,35 @@
-"""What a search strategy is to the loop: the seam between `Search` and its method.
+"""What a search strategy is to the loop, and which one a run uses.
 
-`Search` (`fpnas_dsl.search.loop`) keeps the data, the run directory, checkpoints and
-resume, the epoch evaluation and `finish()` (arch.json, top5.json). A strategy owns its
-architecture parameters and how one iteration updates them and the supernet's weights:
+The loop (`fpnas_dsl.search.loop.Search`) runs the epochs and iterations and keeps the
+run directory, checkpoints, stop requests, records and evaluation. A strategy owns its
+iteration (the update of the supernet's weights and of its architecture parameters),
+those parameters, the distribution that holds its belief and the strategy's part of
+each epoch's summary. It reaches the loop's services only through a `Context`
+(`fpnas_dsl.search.context`) and never imports the loop; nothing calls back into it.
 
-- `Sampled`: the probabilistic strategies (FP-NAS adaptive/mixed, PARSEC fixed K, FD or
-  JD only), one sampled network per pass; `Search.sampled_iteration` is their iteration;
+- `fpnas_dsl.search.sampled.Sampled`: the probabilistic strategies (FP-NAS adaptive K,
+  PARSEC fixed K; mixed FD->JD, JD or FD only), one sampled network per pass, their
+  weight update a training policy (`fpnas_dsl.search.training`);
 - `fpnas_dsl.search.dnas.Dnas`: FBNetV2's differentiable search, every candidate mixed.
 
-Either way `dist` is a `Distribution` over the space's layout holding the strategy's
-current belief, which the loop reads for the argmax, the entropy and the top five.
+Either way `dist` is a `Distribution` over the space's layout, which the loop reads for
+the argmax, the top five and the ranks' agreement check.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 
 from fpnas_dsl.distribution import Distribution
+from fpnas_dsl.search.context import Context
 
-if TYPE_CHECKING:
-    from fpnas_dsl.search.loop import Search
-
-__all__ = ["Sampled", "Strategy", "make_strategy"]
+__all__ = ["Strategy", "make_strategy"]
 
 
 class Strategy(Protocol):
-    #: The architecture distribution the epoch summary and `finish()` read.
+    #: The architecture distribution the loop's evaluation and `finish()` read.
     dist: Distribution
 
     def iteration(
@@ -38,51 +40,30 @@ class Strategy(Protocol):
         x_val: torch.Tensor,
         y_val: torch.Tensor,
     ) -> dict[str, Any]:
-        """One step on a training and a validation batch; the metrics record."""
+        """One step on a training and a validation batch; the metrics record. It moves
+        `context.position.samples`/`trained` and the timers; the loop moves the step."""
         ...
 
     def epoch_summary(self, epoch: int) -> dict[str, Any]:
-        """Fields the strategy adds to (or overrides in) the epoch summary."""
+        """The strategy's fields of the epoch summary (entropy, K, expected FLOPS, ...);
+        the place for what changes between epochs (FD->JD)."""
         ...
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint needs beyond the supernet and `dist`."""
+        """The checkpoint's entries of the strategy: "distribution" and "strategy"."""
         ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
-
-
-class Sampled:
-    """The probabilistic strategies: the loop's own sampled iteration over `search.dist`."""
-
-    def __init__(self, search: Search) -> None:
-        self.search = search
-        self.dist = search.dist
-
-    def iteration(
-        self,
-        epoch: int,
-        x_train: torch.Tensor,
-        y_train: torch.Tensor,
-        x_val: torch.Tensor,
-        y_val: torch.Tensor,
-    ) -> dict[str, Any]:
-        return self.search.sampled_iteration(epoch, x_train, y_train, x_val, y_val)
-
-    def epoch_summary(self, epoch: int) -> dict[str, Any]:
-        return {}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}  # alpha is the checkpoint's "distribution"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
+        """Restore from a checkpoint (all of it: the strategy reads its entries)."""
+        ...
 
 
-def make_strategy(search: Search) -> Strategy:
-    """The strategy `search.config.strategy` names."""
-    if search.config.strategy == "dnas":
+def make_strategy(context: Context) -> Strategy:
+    """The strategy `context.config.strategy` names."""
+    if context.config.strategy == "dnas":
         from fpnas_dsl.search.dnas import Dnas
 
-        return Dnas(search)
-    return Sampled(search)
+        return Dnas(context)
+    from fpnas_dsl.search.sampled import Sampled
+
+    return Sampled(context)
