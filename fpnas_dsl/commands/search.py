@@ -65,6 +65,16 @@ FLAGS: dict[str, tuple[Any, str]] = {
         "likelihoods, importance weights and alpha stay float32/float64",
     ),
     "--out": (str, "run directory (default runs/<space>-<timestamp>)"),
+    "--warmup-sampling": (
+        str,
+        "uniform warm-up: the K architectures drawn independently (uniform, default) or "
+        "fair: every choice of every variable K/c times (FairNAS strict fairness)",
+    ),
+    "--distill": (
+        str,
+        "uniform warm-up: off (default) or largest: the largest architecture's predictions "
+        "are the other passes' targets (in-place distillation)",
+    ),
     "--checkpoint-every": (
         str,
         "also write a checkpoint within an epoch when this long has passed since the last "
@@ -111,6 +121,13 @@ def register(
         "weights (--temperature, --temperature-decay)",
     )
     p.add_argument(
+        "--sandwich",
+        action="store_true",
+        default=None,
+        help="uniform warm-up: the largest and the smallest architecture train in every "
+        "iteration too (AttentiveNAS's sandwich rule)",
+    )
+    p.add_argument(
         "--training-policy",
         choices=("importance",),
         help="how the sampled strategies train the weights: importance (default), the K "
@@ -150,7 +167,7 @@ def given_settings(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, 
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
     origins = dict.fromkeys(values, str(args.config))
     names = ["space", "target_flops", "target_latency", "latency_table", "sampling"]
-    names += ["distribution", "warmup_training", "strategy", "training_policy"]
+    names += ["distribution", "warmup_training", "strategy", "training_policy", "sandwich"]
     names += [flag[2:].replace("-", "_") for flag in FLAGS]
     for key in names:
         value = getattr(args, key)

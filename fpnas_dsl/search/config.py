@@ -81,6 +81,21 @@ class SearchConfig(BaseModel):
         description="how the sampled strategies train the weights (fpnas_dsl.search.training): "
         "importance, the K samples weighted by m_omega (Algorithm 1)",
     )
+    warmup_sampling: Literal["uniform", "fair"] = Field(
+        "uniform",
+        description="the K architectures of a uniform warm-up iteration: independent "
+        "uniform draws, or fair (every choice of every variable K/c times, FairNAS)",
+    )
+    sandwich: bool = Field(
+        False,
+        description="uniform warm-up: the largest and smallest architectures train in "
+        "every iteration too (AttentiveNAS's sandwich rule)",
+    )
+    distill: Literal["off", "largest"] = Field(
+        "off",
+        description="uniform warm-up: the largest architecture's predictions are the "
+        "targets of the other passes (in-place distillation)",
+    )
     distribution: Literal["mixed", "joint", "factorized"] = "mixed"
     strategy: Literal["fpnas", "dnas"] = Field(
         "fpnas",

@@ -43,7 +43,7 @@ class Sampled:
         cfg = context.config
         mode: Mode = "joint" if cfg.distribution == "joint" else "factorized"
         self.dist = Distribution(context.space.layout.cardinalities, mode=mode, seed=cfg.seed)
-        self.policy = policy_for(cfg.training_policy)
+        self.policy = policy_for(cfg, context.space)
 
     def sample_size(self) -> int:
         cfg = self.context.config
@@ -62,7 +62,7 @@ class Sampled:
         entropy = dist.entropy()
         k = self.sample_size()
         uniform = epoch <= cfg.warmup and cfg.warmup_training == "uniform"
-        archs = self.policy.warmup_samples(dist, k) if uniform else dist.sample(k)
+        archs = self.policy.warmup_samples(ctx, epoch, dist, k) if uniform else dist.sample(k)
         t_core = time.perf_counter() - t0
 
         flops, costs = ctx.budget.costs(archs)
@@ -79,7 +79,7 @@ class Sampled:
             log_likelihoods = self._log_likelihoods(epoch, archs, x_val, y_val)
             m_omega, m_alpha = importance_weights(log_likelihoods, costs, cfg.beta)
 
-        trained = self.policy.train(ctx, epoch, archs, m_omega, x_train, y_train)
+        trained = self.policy.train(ctx, epoch, archs, m_omega, x_train, y_train, uniform)
         # Checked after the all-reduce, so that every rank stops at the same point.
         train_loss = 0.0
         for i, value in zip(trained.indices, trained.losses, strict=True):
