@@ -5,8 +5,11 @@ the settings an output directory was made with.
   its own directory with one recipe (the flags after the architecture). A job whose
   directory holds `result.json` is done and is not run again; one that was stopped is
   continued with `fpnas train --resume` from its last finished epoch. Each job's output
-  goes to `DIR.log` beside its directory, and `DIR.job.json` records the architecture's
-  digest and the recipe: a directory trained otherwise is refused, never reused.
+  goes to `DIR.log` beside its directory, and `DIR.job.json` records which architecture
+  (its space and choices, whatever file holds it) and which recipe: a directory trained
+  otherwise is refused, never reused. With a pool directory (`job_dir`), a training is
+  named by its architecture and recipe, so benchmarks that train the same architecture
+  with the same recipe share it.
 - `Scores` keeps supernet scores in one JSON file, written after every new score.
 - `check_settings` records what defines a directory's results in `DIR/bench.json` and
   refuses a rerun that would mix in other settings.
@@ -24,14 +27,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 
+from fpnas_dsl.archfile import is_space_argument, load_arch
+from fpnas_dsl.ir import encode
 from fpnas_dsl.runfiles import TRAIN_RESULT, TRAIN_STATE, write_json_atomic
+from fpnas_dsl.search.checkpoint import space_digest
 from fpnas_dsl.stopping import StopRequest
 
 SETTINGS_FILE = "bench.json"
@@ -50,6 +56,24 @@ def digest(data: bytes) -> str:
 def arch_digest(indices: np.ndarray) -> str:
     """Which architecture a choice-index array is (the same indices, the same digest)."""
     return digest(np.ascontiguousarray(indices, dtype=np.int64).tobytes())
+
+
+def arch_identity(arch: str) -> str:
+    """Which architecture an arch.json holds (its space's digest and its choices, whatever
+    else the file says); a fixed space's name as it is."""
+    if is_space_argument(arch) or not Path(arch).is_file():
+        return arch
+    space, architecture, _ = load_arch(Path(arch))
+    return f"{space_digest(space)}:{arch_digest(encode(space, architecture))}"
+
+
+def job_dir(pool: Path | None, out: Path, name: str, arch: str, recipe: Sequence[str]) -> Path:
+    """Where a training lives: OUT/NAME, or, with a pool, POOL/ARCH-RECIPE (digests), which
+    every benchmark training this architecture with this recipe finds again."""
+    if pool is None:
+        return out / name
+    what = digest(arch_identity(arch).encode())
+    return pool / f"{what}-{digest(json.dumps(list(recipe)).encode())}"
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -106,9 +130,7 @@ class TrainJob:
         return self.out.parent / f"{self.out.name}.job.json"
 
     def stamp(self) -> dict[str, Any]:
-        path = Path(self.arch)
-        what = digest(path.read_bytes()) if path.is_file() else self.arch
-        return {"arch": what, "recipe": list(self.recipe)}
+        return {"arch": arch_identity(self.arch), "recipe": list(self.recipe)}
 
     def check_stamp(self) -> None:
         """Refuse a directory that holds another architecture's or recipe's training."""

@@ -24,7 +24,9 @@ the RSWS pick; writes `quality.json` and `quality.csv`.
 
 Resumable: scores (OUT/scores.json) and trainings (OUT/NAME-sSEED) are kept and the same
 command skips them; other settings (OUT/bench.json) are refused. `--random` and `--seeds`
-may grow: the draws are the same, more of them.
+may grow: the draws are the same, more of them. `--pool DIR` shares trainings with
+bench/ranking.py: its within-band mode with `--seed 1` draws the same first architectures
+as the random band here, and its recipe `... --seed 0` is this one's on seed 0.
 
     python bench/quality.py --run runs/fmnist --random 8 --seeds 0 1 --rsws 50 \\
         --out runs/quality_band -- --epochs 10
@@ -47,9 +49,10 @@ from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.runfiles import ARCH_FILE, write_json_atomic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jobs import Scores, TrainJob, check_settings, refuse, run_jobs
+from jobs import Scores, TrainJob, check_settings, job_dir, refuse, run_jobs
 from ranking import (
     RunScorer,
+    add_pool_option,
     arch_cost,
     check_recipe,
     fraction,
@@ -110,6 +113,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--rsws-images", type=positive_int, default=10000)
     p.add_argument("--baseline", default="none", help="a fixed space to train too, or none")
     p.add_argument("--out", type=Path, default=Path("runs/quality"))
+    add_pool_option(p)
     p.add_argument("--parallel", type=positive_int, default=2, help="trainings at a time")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads for scoring")
     args, recipe = p.parse_known_args(argv)
@@ -192,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--seed", str(seed),
         )  # fmt: skip
         for name, arch, _ in networks:
-            out = args.out / f"{name}-s{seed}"
+            out = job_dir(args.pool, args.out, f"{name}-s{seed}", arch, common)
             jobs[name, seed] = TrainJob(f"{name}-s{seed}", arch, out, common)
     run_jobs(list(jobs.values()), args.parallel)
 

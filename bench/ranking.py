@@ -27,7 +27,8 @@ output directory and a scatter plot (default OUT/ranking.png).
 Resumable: every score (OUT/scores.json) and every training (OUT/trainNN) is kept, and
 the same command skips what is done; a command whose settings differ from the
 directory's (OUT/bench.json) is refused. `--archs` may grow in band mode: the draws are
-the same, more of them.
+the same, more of them. `--pool DIR` keeps the trainings in DIR under names made of the
+architecture and the recipe, where bench/quality.py finds them too.
 
     python bench/ranking.py --run runs/fmnist --archs 12 --out runs/ranking -- --epochs 3
     python bench/ranking.py --run runs/fmnist --band 0.1 --archs 12 --out runs/ranking_band \\
@@ -69,7 +70,16 @@ from fpnas_dsl.search.loop import BN_CALIBRATION_BATCHES, TEST_BATCH
 from fpnas_dsl.search.scoring import supernet_accuracy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from jobs import Scores, TrainJob, arch_digest, check_settings, digest, refuse, run_jobs
+from jobs import (
+    Scores,
+    TrainJob,
+    arch_digest,
+    check_settings,
+    digest,
+    job_dir,
+    refuse,
+    run_jobs,
+)
 
 Stat = Callable[[np.ndarray, np.ndarray], float]
 
@@ -289,6 +299,15 @@ def check_recipe(recipe: Sequence[str], also: Sequence[str] = ()) -> None:
         )
 
 
+def add_pool_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--pool",
+        type=Path,
+        help="keep the trainings in this directory, named by architecture and recipe, so "
+        "that benchmarks training the same architecture with the same recipe share them",
+    )
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -398,6 +417,7 @@ def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.add_argument("--out", type=Path, default=Path("runs/ranking"))
     p.add_argument("--plot", type=Path, help="scatter plot (default OUT/ranking.png)")
+    add_pool_option(p)
     p.add_argument("--parallel", type=positive_int, default=2, help="trainings at a time")
     p.add_argument("--threads", type=positive_int, default=1, help="torch threads for scoring")
     p.add_argument("--bootstrap", type=positive_int, default=2000, help="resamples")
@@ -451,10 +471,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_arch_once(args.out / f"{name}.json", space, idx, flops=flops, params=params)
     values = score_all(scorer, list(archs), Scores(args.out / "scores.json"), names)
     common = ("--data", config.data, "--threads", "1", "--no-progress", *recipe)
-    jobs = [
-        TrainJob(name, str(args.out / f"{name}.json"), args.out / f"train{name[4:]}", common)
-        for name in names
-    ]
+    jobs = []
+    for name in names:
+        arch = str(args.out / f"{name}.json")
+        out = job_dir(args.pool, args.out, f"train{name[4:]}", arch, common)
+        jobs.append(TrainJob(name, arch, out, common))
     run_jobs(jobs, args.parallel)
     rows = []
     for name, idx, value, job in zip(names, archs, values, jobs, strict=True):

@@ -57,15 +57,17 @@ def test_quality_picks_rsws_by_the_supernet_and_resumes(
     quality: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run = tiny_search(tmp_path / "run")
-    out = tmp_path / "quality"
+    out, pool = tmp_path / "quality", tmp_path / "trainings"
     argv = [
-        "--run", str(run), "--band", "0.2", "--random", "1", "--rsws", "4", "--seeds", "0",
-        "--rsws-images", "96", "--out", str(out), *RECIPE,
+        "--run", str(run), "--band", "0.2", "--random", "3", "--rsws", "4", "--seeds", "0",
+        "--rsws-images", "96", "--out", str(out), "--pool", str(pool), *RECIPE,
     ]  # fmt: skip
     assert quality.main(argv) == 0
     doc = json.loads((out / "quality.json").read_text())
-    assert [r["name"] for r in doc["rows"]] == ["found", "random1", "rsws"]
-    assert trainings(out) == 3
+    names = ["found", "random1", "random2", "random3", "rsws"]
+    assert [r["name"] for r in doc["rows"]] == names
+    assert trainings(pool) == 5
+    assert 0 <= doc["found_percentile"] <= 100
 
     # RSWS's pick is the best of its 4 candidates under the run's supernet, rescored here
     # independently on the same 96 alpha images.
@@ -77,13 +79,26 @@ def test_quality_picks_rsws_by_the_supernet_and_resumes(
     assert doc["rsws"]["scores"] == rescored
     space, arch, _ = load_arch(out / "rsws.json")
     np.testing.assert_array_equal(encode(space, arch), candidates[int(np.argmax(rescored))])
-    assert doc["rows"][2]["supernet_acc"] == max(rescored)
+    assert doc["rows"][-1]["supernet_acc"] == max(rescored)
     capsys.readouterr()
 
     assert quality.main(argv) == 0  # the same command: nothing trained again
     assert "at a time" not in capsys.readouterr().out
-    assert trainings(out) == 3
+    assert trainings(pool) == 5
     assert json.loads((out / "quality.json").read_text())["rows"] == doc["rows"]
+
+    # The within-band ranking drawn with the same seed trains the same architectures
+    # with the same recipe on seed 0: it finds them in the pool.
+    band = tmp_path / "band"
+    assert ranking.main(
+        [
+            "--run", str(run), "--band", "0.2", "--archs", "3", "--seed", "1",
+            "--out", str(band), "--pool", str(pool), *RECIPE, "--seed", "0",
+        ]
+    ) == 0  # fmt: skip
+    assert trainings(pool) == 5
+    rows = json.loads((band / "ranking.json").read_text())["rows"]
+    assert [r["standalone_acc"] for r in rows] == [r["test_acc_s0"] for r in doc["rows"][1:4]]
 
     # Another RSWS budget would change the pick under the same directory: refused.
     with pytest.raises(SystemExit) as exc:
