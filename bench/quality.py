@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs[name, seed] = TrainJob(f"{name}-s{seed}", arch, out, common)
     run_jobs(list(jobs.values()), args.parallel)
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, _, score in networks:
         results = [jobs[name, seed].result() for seed in args.seeds]
         accs = [float(r["test_acc"]) for r in results]
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "test_acc_mean": float(np.mean(accs)),
                 "test_acc_ema_mean": None
                 if any(e is None for e in emas)
-                else float(np.mean([float(e) for e in emas])),  # type: ignore[arg-type]
+                else float(np.mean([float(e) for e in emas if e is not None])),
             }
         )
     means = {net[0]: row["test_acc_mean"] for net, row in zip(networks, rows, strict=True)}
@@ -237,10 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"| network | MFLOPS | params | supernet acc ({args.rsws_split}) | {seeds_cols} | mean |")
     print("| --- | --- | --- | --- |" + " --- |" * len(args.seeds) + " --- |")
     for row in rows:
-        score = "-" if row["supernet_acc"] is None else f"{row['supernet_acc']:.2%}"
+        shown = "-" if row["supernet_acc"] is None else f"{row['supernet_acc']:.2%}"
         per_seed = " | ".join(f"{row[f'test_acc_s{s}']:.2%}" for s in args.seeds)
         print(
-            f"| {row['name']} | {row['flops'] / 1e6:.3f} | {row['params']:,} | {score} | "
+            f"| {row['name']} | {row['flops'] / 1e6:.3f} | {row['params']:,} | {shown} | "
             f"{per_seed} | {row['test_acc_mean']:.2%} |"
         )
     s = summary

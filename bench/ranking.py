@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import platform
 import sys
@@ -282,7 +283,7 @@ def score_all(
     """Each architecture's score, computed once and kept in `scores`."""
     values = []
     for name, idx in zip(names, archs, strict=True):
-        value, kept = scores.get(f"{arch_digest(idx)}:{scorer.key}", lambda i=idx: scorer(i))
+        value, kept = scores.get(f"{arch_digest(idx)}:{scorer.key}", functools.partial(scorer, idx))
         flops, _ = arch_cost(scorer.space, idx)
         note = " (kept)" if kept else ""
         print(f"{name}: {flops / 1e6:6.3f} MFLOPS, supernet {value:.2%}{note}", flush=True)

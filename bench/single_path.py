@@ -33,6 +33,7 @@ a new entry, never a stale one.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import math
@@ -112,7 +113,7 @@ def sharing(text: str) -> tuple[Sharable, ...]:
     bad = [p for p in parts if p not in SHARABLE]
     if bad:
         raise argparse.ArgumentTypeError(f"unknown sharing {bad}; allowed: {SHARABLE}")
-    return tuple(p for p in SHARABLE if p in parts)  # type: ignore[misc]
+    return tuple(p for p in SHARABLE if p in parts)
 
 
 def sharing_name(share: tuple[Sharable, ...]) -> str:
@@ -300,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for regime in regimes:
                 key = result_key(space, regime, schedule, args.data, sgd_step)
                 results[regime], old = kept.get(
-                    key, lambda r=regime, s=space: run(s, r, schedule, data)
+                    key, functools.partial(run, space, regime, schedule, data)
                 )
                 was_kept.append(old)
             row = table_row(space, share, results, all(was_kept))
