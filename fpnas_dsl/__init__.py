@@ -5,8 +5,6 @@ summarise it, price an architecture, build its network, search, export. Importin
 not import torch.
 """
 
-__version__ = "0.1.0"
-
 from fpnas_dsl.api import (
     Architecture,
     Cost,
@@ -21,6 +19,7 @@ from fpnas_dsl.api import (
     summarize,
 )
 from fpnas_dsl.errors import FpnasError, RunError, SpaceError
+from fpnas_dsl.version import __version__
 
 __all__ = [
     "Architecture",

@@ -64,7 +64,7 @@ def load_core() -> ModuleType:
 
 def _installed_core(here: Path) -> ModuleType:
     """The core of the installed distribution, for a package directory `here` without one."""
-    from fpnas_dsl import __version__
+    from fpnas_dsl.version import __version__
 
     try:
         dist = importlib.metadata.distribution(DISTRIBUTION)

@@ -152,7 +152,7 @@ def one_error(done: subprocess.CompletedProcess[str]) -> str:
 
 @needs_install
 def test_an_installed_core_of_another_version_is_refused(clone: Path) -> None:
-    init = clone / "fpnas_dsl" / "__init__.py"
+    init = clone / "fpnas_dsl" / "version.py"
     init.write_text(re.sub(r'__version__ = ".*"', '__version__ = "0.0.0"', init.read_text()))
     message = one_error(run_in(clone, [sys.executable, "-m", "fpnas_dsl", "selfcheck"]))
     assert message.startswith("fpnas selfcheck: the fpnas Python package was imported from ")
