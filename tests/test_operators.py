@@ -1,0 +1,106 @@
+"""The row operators beyond MBConv (fused, ds, conv, basic, bottleneck) in fixed networks:
+the exact cost model against torch's counters on random architectures of a space that
+mixes them all, the blocks each operator builds, and the supernet's refusal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from dsl_samples import MIXED
+from torch.utils.flop_counter import FlopCounterMode
+
+from fpnas_dsl import cost, ir
+from fpnas_dsl.ir import Space, uniform_samples
+from fpnas_dsl.nn import blocks, build_network
+from fpnas_dsl.parser import parse_space
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def mixed(**update: object) -> Space:
+    space = parse_space(MIXED, "mixed.space")
+    return space.model_copy(update=update) if update else space
+
+
+def measured(space: Space, idx: np.ndarray) -> tuple[int, int]:
+    """(FlopCounterMode total / 2, sum of numel) of the standalone network, batch 1."""
+    with torch.device("meta"):
+        net = build_network(space, idx, init=False)
+    net = net.to_empty(device="cpu").eval()
+    x = torch.randn(1, space.in_channels, space.resolution, space.resolution)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    total = counter.get_total_flops()
+    assert total % 2 == 0
+    return total // 2, sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("expansion_of", ["input", "output"])
+def test_cost_equals_the_counters_on_random_architectures(expansion_of: str) -> None:
+    space = mixed(expansion_of=expansion_of)
+    idx = uniform_samples(space, 60, seed=3)
+    flops, params = cost.costs(space, idx)
+    for i in range(len(idx)):
+        got = (int(flops[i]), int(params[i]))
+        assert got == measured(space, idx[i]), f"architecture {i}: {ir.decode(space, idx[i])}"
+
+
+def test_cost_range_brackets_the_samples() -> None:
+    space = mixed()
+    bounds = cost.cost_range(space, samples=2000)
+    flops, params = cost.costs(space, uniform_samples(space, 2000, seed=5))
+    assert bounds["flops_min"] <= flops.min() <= flops.max() <= bounds["flops_max"]
+    assert bounds["params_min"] <= params.min() <= params.max() <= bounds["params_max"]
+
+
+def test_each_operator_builds_its_block() -> None:
+    space = mixed()
+    lay = space.layout
+    # Every kernel at its last choice (no skip), expansion at its largest.
+    idx = np.zeros((len(lay.decisions), lay.max_variables), dtype=np.int64)
+    for d, decision in enumerate(lay.decisions):
+        idx[d, : len(decision.cardinalities)] = np.asarray(decision.cardinalities) - 1
+    net = build_network(space, idx)
+    kinds = [type(b).__name__ for b in net.blocks]
+    assert kinds == [
+        "ConvBnAct",
+        "DepthwiseSeparable",
+        "DepthwiseSeparable",
+        "FusedMBConv",
+        "FusedMBConv",
+        "MBConv",
+        "MBConv",
+        "BasicBlock",
+        "BasicBlock",
+        "Bottleneck",
+        "Bottleneck",
+    ]
+    assert isinstance(net.stem[1], torch.nn.MaxPool2d)
+    first_basic = net.blocks[7]
+    assert isinstance(first_basic, blocks.BasicBlock)
+    assert isinstance(first_basic.downsample, blocks.ConvBnAct)  # stride 2: projected
+    assert isinstance(net.blocks[8].downsample, torch.nn.Identity)
+    out = net.eval()(torch.randn(2, 3, 40, 40))
+    assert out.shape == (2, 10) and bool(torch.isfinite(out).all())
+
+
+def test_fused_without_expansion_is_one_conv() -> None:
+    space = mixed()
+    arch = ir.decode(space, uniform_samples(space, 1, seed=0)[0])
+    blocks_ = list(arch.blocks)
+    for b in (3, 4):  # the row decides its expansion once
+        blocks_[b] = blocks_[b].model_copy(update={"expansion": 1.0, "kernel": 3})
+    net = build_network(space, arch.model_copy(update={"blocks": tuple(blocks_)}))
+    fused = net.blocks[3]
+    assert isinstance(fused, blocks.FusedMBConv)
+    assert isinstance(fused.conv_pwl, torch.nn.Identity)
+    assert fused.conv_exp.out_channels == blocks_[3].channels
