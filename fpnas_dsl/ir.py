@@ -23,7 +23,13 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 VarName: TypeAlias = Literal["kernel", "act", "attention", "expansion", "channels"]
 Value: TypeAlias = int | float | str
@@ -196,6 +202,15 @@ class Conv(_Node):
     maxpool: int = 0
     maxpool_stride: int = 1
     span: Span | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_pool(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A conv without a maxpool dumps as it did before the field existed."""
+        data: dict[str, Any] = handler(self)
+        if not self.maxpool:
+            data.pop("maxpool", None)
+            data.pop("maxpool_stride", None)
+        return data
 
 
 class Linear(_Node):

@@ -1236,6 +1236,9 @@ class _Builder(Transformer[Token, Any]):
             )
         return _Stmt("head", self.span(meta), conv)
 
+    def head_none(self, meta: Any, children: list[Token]) -> _Stmt:
+        return _Stmt("head", self.span(meta), None)
+
     def fc_width(self, meta: Any, children: list[Token]) -> Token:
         return children[0]
 
@@ -1267,7 +1270,7 @@ class _Builder(Transformer[Token, Any]):
         single: dict[str, _Stmt] = {}
         micros: dict[str, tuple[Micro, _MicroDecl]] = {}
         stem: list[Conv] = []
-        head: list[Conv] = []
+        heads: list[Conv | None] = []  # None: `head none`
         fcs: list[Linear] = []
         for stmt in statements:
             if stmt.kind in _SINGLE_STATEMENTS:
@@ -1290,7 +1293,12 @@ class _Builder(Transformer[Token, Any]):
             elif stmt.kind == "stem":
                 stem.append(stmt.payload)
             elif stmt.kind == "head":
-                head.append(stmt.payload)
+                if heads and (stmt.payload is None or heads[-1] is None):
+                    raise self.fail(
+                        "`head none` says the space has no head conv, so it is its only head",
+                        stmt.span,
+                    )
+                heads.append(stmt.payload)
             elif stmt.kind == "fc":
                 fcs.append(stmt.payload)
         if "space" not in single:
@@ -1315,11 +1323,12 @@ class _Builder(Transformer[Token, Any]):
             )
         for what, layers, example in (
             ("stem", stem, "stem conv 3x3 16 stride 2 act hswish"),
-            ("head", head, "head conv 1x1 1280 act hswish"),
+            ("head", heads, "head conv 1x1 1280 act hswish"),
             ("classifier (fc)", fcs, "fc classes"),
         ):
             if not layers:
                 raise self.fail(f"space '{name}' has no {what}", header, f"add `{example}`")
+        head = [conv for conv in heads if conv is not None]
         if fcs[-1].out_features is not None:
             raise self.fail(
                 f"the last fc layer must output the classes, found fc {fcs[-1].out_features}",

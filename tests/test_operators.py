@@ -4,15 +4,20 @@ mixes them all, the blocks each operator builds, and the supernet's refusal."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import one_line_error
 from dsl_samples import MIXED
 from torch.utils.flop_counter import FlopCounterMode
 
 from fpnas_dsl import cost, ir
+from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.footprint import supernet_size, supernet_support
 from fpnas_dsl.ir import Space, uniform_samples
 from fpnas_dsl.nn import blocks, build_network
 from fpnas_dsl.parser import parse_space
@@ -104,3 +109,59 @@ def test_fused_without_expansion_is_one_conv() -> None:
     assert isinstance(fused, blocks.FusedMBConv)
     assert isinstance(fused.conv_pwl, torch.nn.Identity)
     assert fused.conv_exp.out_channels == blocks_[3].channels
+
+
+def test_the_supernet_refuses_the_new_operators_by_name() -> None:
+    from fpnas_dsl.nn import Supernet
+
+    with pytest.raises(
+        FpnasError,
+        match=r"row 1 of space 'mixed' is a conv row: .*searching conv is not yet supported",
+    ):
+        Supernet(mixed())
+    with pytest.raises(FpnasError, match="searching conv is not yet supported"):
+        supernet_size(mixed())
+
+
+def test_the_supernet_refuses_a_stem_maxpool() -> None:
+    from fpnas_dsl.nn import Supernet
+
+    text = (
+        MIXED.split("table {")[0]
+        + "table {\n    mbconv m (1, 6, 1) {32, 40} 2 1\n}\nhead none\nfc classes\n"
+    )
+    space = parse_space(text)
+    assert supernet_support(space) is not None
+    with pytest.raises(
+        FpnasError, match="the stem of space 'mixed' has a maxpool: .*not yet supported"
+    ):
+        Supernet(space)
+
+
+@pytest.mark.parametrize("strategy", ["fpnas", "dnas"])
+def test_search_refuses_with_one_line(
+    strategy: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space_file = tmp_path / "mixed.space"
+    space_file.write_text(MIXED)
+    out = tmp_path / "run"
+    argv = ["search", str(space_file), "--strategy", strategy, "--target-flops", "1e7"]
+    argv += ["--data", "synthetic", "--epochs", "1", "--steps-per-epoch", "1", "--threads", "1"]
+    line = one_line_error(capsys, [*argv, "--out", str(out)])
+    assert "is a conv row" in line and "searching conv is not yet supported" in line
+    assert not out.exists()
+
+
+def test_compile_says_the_supernet_is_not_available(capsys: pytest.CaptureFixture[str]) -> None:
+    from fpnas_dsl.cli import main
+
+    for name in ("resnet50", "resnet18", "efficientnet_v2_s"):
+        assert main(["compile", name]) == 0
+        text = capsys.readouterr().out
+        assert "supernet             n/a: row 1 of space" in text
+        assert "exact)" in text.split("FLOPS (MACs)")[1].splitlines()[0]  # a fixed network
+        assert main(["compile", name, "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert (
+            summary["supernet"] is None and "not yet supported" in summary["supernet_unsupported"]
+        )
