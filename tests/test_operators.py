@@ -165,3 +165,17 @@ def test_compile_says_the_supernet_is_not_available(capsys: pytest.CaptureFixtur
         assert (
             summary["supernet"] is None and "not yet supported" in summary["supernet_unsupported"]
         )
+
+
+def test_the_reference_example_of_the_operators_parses_and_costs() -> None:
+    """docs/dsl.md's example that mixes every operator: valid, and priced exactly."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "dsl.md").read_text()
+    (example,) = [b for b in re.findall(r"```space\n(.*?)```", doc, re.S) if "mixed_example" in b]
+    space = parse_space(example, "docs/dsl.md")
+    assert {row.op for row in space.rows} == set(ir.OPERATORS)
+    idx = uniform_samples(space, 8, seed=1)
+    flops, params = cost.costs(space, idx)
+    for i in range(len(idx)):
+        assert (int(flops[i]), int(params[i])) == measured(space, idx[i])
