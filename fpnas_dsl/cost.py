@@ -21,14 +21,14 @@ How it is computed
 ------------------
 Every row operator (`ir.OPERATORS`) is priced by its own formula over the same axes; the
 MBConv families' attention terms are shared. A block's cost depends only on its own
-choices (kernel, attention, expansion, output channels) and its input channels, which is the previous block's channel choice; the
-activation costs nothing. Per space, once, each block gets a lookup table over the
-product of the choices of those five slots (a few thousand entries at most), built with
-numpy broadcasting; the head and classifier get one over the last block's channels. The
-price of a batch of architectures is then one gather and one sum: flat table indices
-[N, terms] from the choice-index array [N, decisions, max_variables], then
-`table[flat].sum(1)`. `CostModel(space)` holds the tables; `cost_model(space)` caches
-one per space.
+choices (kernel, attention, expansion, output channels) and its input channels, which is
+the previous block's channel choice; the activation costs nothing. Per space, once, each
+block gets a lookup table over the product of the choices of those five slots (a few
+thousand entries at most), built with numpy broadcasting; the head and classifier get
+one over the last block's channels. The price of a batch of architectures is then one
+gather and one sum: flat table indices [N, terms] from the choice-index array [N,
+decisions, max_variables], then `table[flat].sum(1)`. `CostModel(space)` holds the
+tables; `cost_model(space)` caches one per space.
 
 Exact extremes: the total is a sum of terms, each a function of a few choice slots, and
 the terms form a chain (block b shares slots only with its row and, through its input

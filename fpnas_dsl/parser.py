@@ -1195,7 +1195,7 @@ class _Builder(Transformer[Token, Any]):
             raise self.fail(f"stride {stride} is not allowed; allowed: 1, 2", stride)
         return ("maxpool", self.span(meta), kernel, stride_n)
 
-    def conv(self, meta: Any, children: list[Any]) -> Conv:
+    def conv(self, meta: Any, children: list[Any]) -> Conv | _Pooled:
         k1, k2, out, *rest, pool = children
         kernel = self.integer(k1, "conv kernel size")
         if str(k2) != str(k1) and self.integer(k2, "conv kernel size") != kernel:

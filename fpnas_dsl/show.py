@@ -124,7 +124,7 @@ def arch_table(space: Space, arch: Architecture) -> str:
     blocks = concrete_blocks(space, arch)
     sizes = feature_sizes(space, blocks)
     starts = set(stage_starts(blocks))
-    head = (
+    head: tuple[str, ...] = (
         "block",
         "stage",
         "stride",

@@ -48,6 +48,7 @@ def with_lines(text: str, replacements: dict[int, str]) -> str:
         lines[number - 1] = line
     return "\n".join(lines)
 
+
 #: A space that mixes every row operator, with skips, projections, attention, per-block
 #: choices, kernels 1 to 5 and a stem maxpool (the operators' cost, network and export
 #: tests).

@@ -133,7 +133,7 @@ def test_the_supernet_refuses_a_stem_maxpool() -> None:
     space = parse_space(text)
     assert supernet_support(space) is not None
     with pytest.raises(
-        FpnasError, match="the stem of space 'mixed' has a maxpool: .*not yet supported"
+        FpnasError, match=r"the stem of space 'mixed' has a maxpool: .*not yet supported"
     ):
         Supernet(space)
 

@@ -257,7 +257,8 @@ class StridedConv2d(nn.Conv2d):
 
     def forward(self, x: Tensor) -> Tensor:
         if is_scripting():
-            return self._conv_forward(x, self.weight, self.bias)
+            out: Tensor = self._conv_forward(x, self.weight, self.bias)
+            return out
         return self._safe(x)
 
     @torch.jit.unused
