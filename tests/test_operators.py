@@ -179,3 +179,31 @@ def test_the_reference_example_of_the_operators_parses_and_costs() -> None:
     flops, params = cost.costs(space, idx)
     for i in range(len(idx)):
         assert (int(flops[i]), int(params[i])) == measured(space, idx[i])
+
+
+def test_the_picture_and_table_mark_each_operator(tmp_path: Path) -> None:
+    from fpnas_dsl import show
+
+    space = mixed()
+    arch = ir.decode(space, uniform_samples(space, 1, seed=4)[0])
+    table = show.arch_table(space, arch)
+    header = table.splitlines()[0].split()
+    assert header[:2] == ["block", "op"]
+    ops = [line.split()[1] for line in table.splitlines()[2:]]
+    assert ops == [row.op for row in space.rows for _ in range(row.repeat)]
+    # Feature sizes count the stem maxpool: 40 -> 20 -> 10, fused stride 2 -> 5.
+    assert show.feature_sizes(space, ir.concrete_blocks(space, arch))[:4] == [10, 10, 10, 5]
+    png = tmp_path / "arch.png"
+    show.draw_architecture(space, arch, png, tmp_path / "arch.svg")
+    assert png.stat().st_size > 0
+    assert (tmp_path / "arch.svg").stat().st_size > 0
+    assert "conv + depthwise-separable + fused-MBConv + MBConv + ResNet basic" in show._title(
+        space, arch
+    )
+
+
+def test_latency_tables_refuse_the_new_operators() -> None:
+    from fpnas_dsl.latency import space_parts
+
+    with pytest.raises(FpnasError, match="row 1 is a conv row, and latency tables measure"):
+        space_parts(mixed())
