@@ -215,6 +215,8 @@ _CONTEXTS: tuple[tuple[tuple[str, str], str, str, str], ...] = (
     (_RANGE, "table {\nmbconv m 1 ", "( 16 , 24 , 4 )", " 1 1\n}\n"),
     (_ROW_CTX, "table {\n", "mbconv m ( 1 , 2 , 1 ) ( 16 , 24 , 8 ) 1 2 kernel = 3", "\n}\n"),
     (_ROW_CTX, "table {\n", "mbconv 1 16 1 2 act = relu", "\n}\n"),
+    (_ROW_CTX, "table {\n", "conv m - ( 16 , 24 , 8 ) 1 2 kernel = 3", "\n}\n"),
+    (_ROW_CTX, "table {\n", "conv - 16 1 2", "\n}\n"),
     (
         ("the table", "write `table {`, then one row per line, then `}`"),
         "",

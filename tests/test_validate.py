@@ -83,6 +83,13 @@ CASES = [
         "row 1: fused cannot have attention {sa2} (micro 'm' offers them); allowed: none, se",
     ),
     case(
+        "row without expansion cut short",
+        {16: "    conv m - (8, 16, 8) 1"},
+        16,
+        26,
+        "unexpected end of line in a table row; expected a number",
+    ),
+    case(
         "maxpool on head",
         {19: "head conv 1x1 64 act relu maxpool 3x3 stride 2"},
         19,
