@@ -91,7 +91,9 @@ def test_onnx_and_torchscript_of_every_bundled_space(tmp_path: Path, name: str) 
     report = export(arch_path, "onnx", onnx_path, weights=weights)
     assert report.opset == 17
     assert set(report.max_abs_diff) == {1, 8}
-    assert max(report.max_abs_diff.values()) <= 1e-4
+    # Within 1e-4 of the logits' scale (O(1) here, except ResNet's growing residual sums).
+    scale = max(1.0, report.output_scale)
+    assert max(report.max_abs_diff.values()) <= 1e-4 * scale
     assert (report.flops, report.params) == arch_cost(space, arch)
     assert report.size_bytes == onnx_path.stat().st_size > 0
     assert not list(tmp_path.glob(".*.tmp"))
@@ -111,14 +113,14 @@ def test_onnx_and_torchscript_of_every_bundled_space(tmp_path: Path, name: str) 
     assert np.abs(want).max() > 0.05  # the comparison below is not vacuous
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"input": x.numpy()})[0]
-    assert np.abs(got - want).max() <= 1e-4
+    assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
 
     ts_path = tmp_path / "net.pt"
     report = export(arch_path, "torchscript", ts_path, weights=weights)
-    assert max(report.max_abs_diff.values()) <= 1e-4
+    assert max(report.max_abs_diff.values()) <= 1e-4 * scale
     loaded = torch.jit.load(str(ts_path))  # type: ignore[no-untyped-call]
     with torch.no_grad():
-        assert torch.allclose(loaded(x), torch.from_numpy(want), atol=1e-4)
+        assert torch.allclose(loaded(x), torch.from_numpy(want), atol=1e-4 * scale)
 
 
 def test_json_export_is_a_loadable_arch_file(tmp_path: Path) -> None:
