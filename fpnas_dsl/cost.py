@@ -19,15 +19,16 @@ have them; convolutions followed by batch-norm do not), and batch-norm weight an
 
 How it is computed
 ------------------
-A block's cost depends only on its own choices (kernel, attention, expansion, output
-channels) and its input channels, which is the previous block's channel choice; the
-activation costs nothing. Per space, once, each block gets a lookup table over the
-product of the choices of those five slots (a few thousand entries at most), built with
-numpy broadcasting; the head and classifier get one over the last block's channels. The
-price of a batch of architectures is then one gather and one sum: flat table indices
-[N, terms] from the choice-index array [N, decisions, max_variables], then
-`table[flat].sum(1)`. `CostModel(space)` holds the tables; `cost_model(space)` caches
-one per space.
+Every row operator (`ir.OPERATORS`) is priced by its own formula over the same axes; the
+MBConv families' attention terms are shared. A block's cost depends only on its own
+choices (kernel, attention, expansion, output channels) and its input channels, which is
+the previous block's channel choice; the activation costs nothing. Per space, once, each
+block gets a lookup table over the product of the choices of those five slots (a few
+thousand entries at most), built with numpy broadcasting; the head and classifier get
+one over the last block's channels. The price of a batch of architectures is then one
+gather and one sum: flat table indices [N, terms] from the choice-index array [N,
+decisions, max_variables], then `table[flat].sum(1)`. `CostModel(space)` holds the
+tables; `cost_model(space)` caches one per space.
 
 Exact extremes: the total is a sum of terms, each a function of a few choice slots, and
 the terms form a chain (block b shares slots only with its row and, through its input
@@ -173,6 +174,8 @@ class CostModel:
             flops += cin * conv.out_channels * conv.kernel**2 * size * size
             params += cin * conv.out_channels * conv.kernel**2 + 2 * conv.out_channels
             cin = conv.out_channels
+            if conv.maxpool:  # no multiply-accumulates, no parameters
+                size = conv_out_size(size, conv.maxpool, conv.maxpool_stride)
         return flops, 0, params, size
 
     def _block_term(self, spec: BlockSpec, size_in: int, size_out: int) -> _Term:
@@ -203,7 +206,24 @@ class CostModel:
 
         has_expand = exp != 1
         base = cin if space.expansion_of == "input" else cout
-        mid = np.where(has_expand, _make_divisible(base * exp, micro.divisor), cin)
+        widened = _make_divisible(base * exp, micro.divisor)
+        identity = (spec.stride == 1) & (cin == cout)
+        # The 1x1 conv + BN of a skip where the shape changes (and ResNet's shortcut).
+        skip_flops = np.where(identity, 0, cin * cout * hw_out)
+        skip_params = np.where(identity, 0, cin * cout + 2 * cout)
+        k2 = kernel * kernel
+
+        # The inner width the attention sees (ir.mid_channels).
+        if spec.op == "fused":
+            mid = np.where(has_expand, widened, cout)
+        elif spec.op == "bottleneck":
+            mid = widened
+        elif spec.op in ("conv", "basic"):
+            mid = cout
+        elif spec.op == "ds":
+            mid = cin
+        else:
+            mid = np.where(has_expand, widened, cin)
         se = _se_channels(micro, cin, mid)
         sa = np.maximum(np.floor(mid * splits * micro.sa_ratio), micro.sa_min_width)
         sa = sa.astype(np.int64)
@@ -214,25 +234,39 @@ class CostModel:
         att_params = np.where(
             is_se, 2 * mid * se + se + mid, np.where(is_sa, mid * sa + sa + sa * dw + dw, 0)
         )
-        mb_flops = (
-            has_expand * cin * mid * hw_in
-            + dw * kernel * kernel * hw_out
-            + att_flops
-            + mid * cout * hw_out
-        )
-        mb_params = (
-            has_expand * (cin * mid + 2 * mid)
-            + dw * kernel * kernel
-            + 2 * dw
-            + att_params
-            + mid * cout
-            + 2 * cout
-        )
         mb_pool = np.where(splits >= 1, mid * hw_out, 0)
-
-        identity = (spec.stride == 1) & (cin == cout)
-        skip_flops = np.where(identity, 0, cin * cout * hw_out)
-        skip_params = np.where(identity, 0, cin * cout + 2 * cout)
+        if spec.op == "fused":
+            mb_flops = cin * mid * k2 * hw_out + att_flops + has_expand * mid * cout * hw_out
+            mb_params = cin * mid * k2 + 2 * mid + att_params + has_expand * (mid * cout + 2 * cout)
+        elif spec.op == "ds":
+            mb_flops = dw * k2 * hw_out + att_flops + cin * cout * hw_out
+            mb_params = dw * k2 + 2 * dw + att_params + cin * cout + 2 * cout
+        elif spec.op == "conv":
+            mb_flops = cin * cout * k2 * hw_out
+            mb_params = cin * cout * k2 + 2 * cout
+        elif spec.op == "basic":
+            mb_flops = (cin + cout) * cout * k2 * hw_out + skip_flops
+            mb_params = (cin + cout) * cout * k2 + 4 * cout + skip_params
+        elif spec.op == "bottleneck":
+            mb_flops = (
+                cin * mid * hw_in + mid * mid * k2 * hw_out + mid * cout * hw_out + skip_flops
+            )
+            mb_params = cin * mid + mid * mid * k2 + mid * cout + 4 * mid + 2 * cout + skip_params
+        else:
+            mb_flops = (
+                has_expand * cin * mid * hw_in
+                + dw * kernel * kernel * hw_out
+                + att_flops
+                + mid * cout * hw_out
+            )
+            mb_params = (
+                has_expand * (cin * mid + 2 * mid)
+                + dw * kernel * kernel
+                + 2 * dw
+                + att_params
+                + mid * cout
+                + 2 * cout
+            )
         is_skip = kernel == SKIP_KERNEL
         shape = tuple(len(s.choices) for s in slots)
 

@@ -10,6 +10,11 @@ report `supernet_size` before anything is allocated, so both read one descriptio
 - every group is held at the block's widest input, expanded and output channels, with
   the depthwise kernel at the group's largest size and as many filters per channel as
   its most split attention variant.
+
+The supernet holds MBConv rows (`ir.SUPERNET_OPERATORS`) and plain stems; a space with
+another row operator or a stem maxpool is one whose fixed networks the cost model,
+export and training take, but that cannot be searched yet: `supernet_support` says why,
+and `block_shape` and `supernet_size` refuse it with that reason.
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
     SKIP_KERNEL,
+    SUPERNET_OPERATORS,
     BlockSpec,
     Micro,
     Space,
@@ -39,7 +46,9 @@ __all__ = [
     "disk_free",
     "group_name",
     "human_bytes",
+    "require_supernet",
     "supernet_size",
+    "supernet_support",
     "training_bytes",
 ]
 
@@ -107,7 +116,35 @@ def _attention_width(micro: Micro, mids: dict[tuple[int, int, float], int], atte
     return 0
 
 
+def supernet_support(space: Space) -> str | None:
+    """None where `Supernet(space)` can hold the space, else why not (one sentence)."""
+    for r, row in enumerate(space.rows, start=1):
+        if row.op not in SUPERNET_OPERATORS:
+            return (
+                f"row {r} of space '{space.name}' is a {row.op} row: the weight-sharing "
+                f"supernet builds {', '.join(SUPERNET_OPERATORS)} rows only, so searching "
+                f"{row.op} is not yet supported (its fixed networks can be costed, exported "
+                "and trained)"
+            )
+    for conv in space.stem:
+        if conv.maxpool:
+            return (
+                f"the stem of space '{space.name}' has a maxpool: the weight-sharing supernet "
+                "builds plain stem convs only, so searching it is not yet supported (its "
+                "fixed networks can be costed, exported and trained)"
+            )
+    return None
+
+
+def require_supernet(space: Space) -> None:
+    """Refuse (FpnasError, exit 2) a space the supernet cannot hold (`supernet_support`)."""
+    reason = supernet_support(space)
+    if reason is not None:
+        raise FpnasError(reason)
+
+
 def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
+    require_supernet(space)
     micro = spec.micro
     ins = [int(c) for c in spec.in_channels.choices]
     outs = [int(c) for c in spec.var("channels").choices]
@@ -187,7 +224,8 @@ def _group_size(block: BlockShape, group: GroupShape) -> tuple[int, int]:
 def supernet_size(space: Space) -> dict[str, int]:
     """Parameters and buffer values of `Supernet(space)`, and the bytes they take in
     float32 (`bytes`) and in a search checkpoint (`checkpoint_bytes`: weights, SGD
-    momentum and batch-norm statistics)."""
+    momentum and batch-norm statistics). Refuses a space the supernet cannot hold."""
+    require_supernet(space)
     params = buffers = 0
 
     def conv_bn(cin: int, cout: int, kernel: int) -> None:

@@ -23,7 +23,13 @@ from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 VarName: TypeAlias = Literal["kernel", "act", "attention", "expansion", "channels"]
 Value: TypeAlias = int | float | str
@@ -48,6 +54,32 @@ ATTENTIONS = ("none", "se", "sa2", "sa4")
 #: Number of splits of each attention choice (SE is split-attention with one split).
 ATTENTION_SPLITS = {"none": 0, "se": 1, "sa2": 2, "sa4": 4}
 SKIP_KERNEL = 0
+#: The row operators (a table row's first word), each a block family:
+#: `mbconv` inverted residual (MobileNetV2/V3, EfficientNet); `fused` fused-MBConv
+#: (EfficientNetV2: a kxk expansion conv, attention, a 1x1 projection; with expansion 1 a
+#: single kxk conv-bn-act); `ds` depthwise-separable (kxk depthwise, attention, 1x1);
+#: `conv` one kxk conv-bn-act; `basic` and `bottleneck` ResNet's two blocks (two kxk
+#: convs; 1x1, kxk, 1x1), whose residual projects where the shape changes.
+OpName: TypeAlias = Literal["mbconv", "fused", "ds", "conv", "basic", "bottleneck"]
+OPERATORS: tuple[OpName, ...] = ("mbconv", "fused", "ds", "conv", "basic", "bottleneck")
+#: What each operator takes: its micro variables and columns, and `skip` (kernel 0).
+OPERATOR_VARIABLES: dict[str, tuple[str, ...]] = {
+    "mbconv": ("kernel", "expansion", "channels", "act", "attention", "skip"),
+    "fused": ("kernel", "expansion", "channels", "act", "attention", "skip"),
+    "ds": ("kernel", "channels", "act", "attention", "skip"),
+    "conv": ("kernel", "channels", "act", "skip"),
+    "basic": ("kernel", "channels", "act", "skip"),
+    "bottleneck": ("kernel", "expansion", "channels", "act", "skip"),
+}
+#: The attention choices of the operators that take attention: split-attention needs a
+#: depthwise convolution to make its splits, which `fused` has not.
+OPERATOR_ATTENTIONS: dict[str, tuple[str, ...]] = {
+    "mbconv": ("none", "se", "sa2", "sa4"),
+    "fused": ("none", "se"),
+    "ds": ("none", "se", "sa2", "sa4"),
+}
+#: Operators the weight-sharing supernet (and so the search) can build today.
+SUPERNET_OPERATORS: tuple[OpName, ...] = ("mbconv",)
 #: What the candidates of a block may share in the supernet (`share ...` in a micro):
 #: `kernel`: one depthwise kernel at the largest size, a smaller kernel its centre;
 #: `attention`: one set of convolutions for every attention variant, SE and
@@ -166,7 +198,19 @@ class Conv(_Node):
     kernel: int = 1
     stride: int = 1
     act: str | None = None
+    #: A max pool after the stem conv (ResNet's 3x3 stride 2): its kernel, 0 for none.
+    maxpool: int = 0
+    maxpool_stride: int = 1
     span: Span | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_absent_pool(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A conv without a maxpool dumps as it did before the field existed."""
+        data: dict[str, Any] = handler(self)
+        if not self.maxpool:
+            data.pop("maxpool", None)
+            data.pop("maxpool_stride", None)
+        return data
 
 
 class Linear(_Node):
@@ -179,9 +223,11 @@ class Linear(_Node):
 
 
 class Row(_Node):
-    """One row of the macro table: a group of `repeat` blocks of one operator."""
+    """One row of the macro table: a group of `repeat` blocks of one operator.
 
-    op: Literal["mbconv"] = "mbconv"
+    An operator that takes no expansion (`OPERATOR_VARIABLES`) has expansion fixed at 1."""
+
+    op: OpName = "mbconv"
     micro: str
     expansion: Variable
     channels: Variable
@@ -297,6 +343,7 @@ class BlockSpec:
     variables: dict[VarName, Slot]
     #: The slot that chooses this block's input channels (the previous block's output).
     in_channels: Slot
+    op: OpName = "mbconv"
 
     def var(self, name: VarName) -> Slot:
         return self.variables[name]
@@ -420,7 +467,8 @@ class _Expansion:
                         self._decisions[row_decision][3].append(index)
                 if block_decision is not None:
                     self._decisions[block_decision][3].append(index)
-                blocks.append(BlockSpec(index, r, stride, space.micro(row.micro), slots, prev_out))
+                micro = space.micro(row.micro)
+                blocks.append(BlockSpec(index, r, stride, micro, slots, prev_out, row.op))
                 prev_out = slots["channels"]
         self.blocks = tuple(blocks)
         self.layout = Layout(
@@ -464,6 +512,7 @@ class _Expansion:
                 b.micro,
                 {n: fix(s) for n, s in b.variables.items()},
                 fix(b.in_channels),
+                b.op,
             )
             for b in self.blocks
         )
@@ -714,6 +763,7 @@ class ConcreteBlock:
     stride: int
     micro: Micro
     skip_mismatch: Literal["forbid", "project"]
+    op: OpName = "mbconv"
 
     @property
     def is_skip(self) -> bool:
@@ -721,7 +771,17 @@ class ConcreteBlock:
 
     @property
     def has_expand(self) -> bool:
+        """Whether an MBConv or fused-MBConv has its expansion convolution."""
         return self.expansion != 1
+
+    @property
+    def has_residual(self) -> bool:
+        """Whether the input is added to the output: where the shapes match for the
+        MobileNet families, always for ResNet's blocks (projected where they differ),
+        never for a plain conv."""
+        if self.op in ("basic", "bottleneck"):
+            return True
+        return self.op != "conv" and self.identity_shape
 
     @property
     def identity_shape(self) -> bool:
@@ -745,9 +805,22 @@ class ConcreteBlock:
         return max(width, self.micro.sa_min_width)
 
 
-def mid_channels(space: Space, micro: Micro, in_ch: int, out_ch: int, expansion: float) -> int:
-    """Expanded (depthwise) width; expansion 1 means no expand conv, so it is the input."""
-    if expansion == 1:
+def mid_channels(
+    space: Space,
+    micro: Micro,
+    in_ch: int,
+    out_ch: int,
+    expansion: float,
+    op: OpName = "mbconv",
+) -> int:
+    """A block's inner width: MBConv's expanded (depthwise) width, expansion 1 meaning no
+    expand conv, so the input's; fused-MBConv's expanded width, with expansion 1 its one
+    conv's output; the depthwise width of `ds` (its input); a bottleneck's k x k width
+    (always expansion x the base, as OFA's ResNets); the output for `conv` and `basic`
+    (whose second conv reads it)."""
+    if op in ("conv", "basic") or (op == "fused" and expansion == 1):
+        return out_ch
+    if op == "ds" or (expansion == 1 and op != "bottleneck"):
         return in_ch
     base = in_ch if space.expansion_of == "input" else out_ch
     return make_divisible(base * expansion, micro.divisor)
@@ -758,7 +831,7 @@ def concrete_blocks(space: Space, arch: Architecture) -> list[ConcreteBlock]:
     in_ch = stem_out
     out: list[ConcreteBlock] = []
     for spec, choice in zip(space.blocks, arch.blocks, strict=True):
-        mid = mid_channels(space, spec.micro, in_ch, choice.channels, choice.expansion)
+        mid = mid_channels(space, spec.micro, in_ch, choice.channels, choice.expansion, spec.op)
         out.append(
             ConcreteBlock(
                 in_channels=in_ch,
@@ -771,6 +844,7 @@ def concrete_blocks(space: Space, arch: Architecture) -> list[ConcreteBlock]:
                 stride=spec.stride,
                 micro=spec.micro,
                 skip_mismatch=space.skip_mismatch,
+                op=spec.op,
             )
         )
         in_ch = choice.channels

@@ -272,7 +272,15 @@ class SpaceParts:
 
 
 def space_parts(space: Space) -> SpaceParts:
-    """The parts of every architecture of `space` (each signature once)."""
+    """The parts of every architecture of `space` (each signature once). The parts are
+    MBConv's: a space with another row operator or a stem maxpool is refused."""
+    for r, row in enumerate(space.rows, start=1):
+        if row.op != "mbconv" or any(conv.maxpool for conv in space.stem):
+            what = f"row {r} is a {row.op} row" if row.op != "mbconv" else "its stem has a maxpool"
+            raise FpnasError(
+                f"space '{space.name}': {what}, and latency tables measure the parts of "
+                "mbconv rows and plain stems only so far; use FLOPS (--target-flops)"
+            )
     catalogue: dict[str, Part] = {}
     stem, size = stem_part(space)
     constant: tuple[str, ...] = ()

@@ -215,6 +215,8 @@ _CONTEXTS: tuple[tuple[tuple[str, str], str, str, str], ...] = (
     (_RANGE, "table {\nmbconv m 1 ", "( 16 , 24 , 4 )", " 1 1\n}\n"),
     (_ROW_CTX, "table {\n", "mbconv m ( 1 , 2 , 1 ) ( 16 , 24 , 8 ) 1 2 kernel = 3", "\n}\n"),
     (_ROW_CTX, "table {\n", "mbconv 1 16 1 2 act = relu", "\n}\n"),
+    (_ROW_CTX, "table {\n", "conv m - ( 16 , 24 , 8 ) 1 2 kernel = 3", "\n}\n"),
+    (_ROW_CTX, "table {\n", "conv - 16 1 2", "\n}\n"),
     (
         ("the table", "write `table {`, then one row per line, then `}`"),
         "",
@@ -503,15 +505,30 @@ class _MicroDecl:
 
 
 @dataclass(frozen=True)
+class _NoExpansion:
+    """The `-` of a row whose operator takes no expansion."""
+
+    span: Span
+
+
+@dataclass(frozen=True)
 class _RowDecl:
     op: Token
     micro: Token | None
-    expansion: _Choices
+    expansion: _Choices | _NoExpansion
     channels: _Choices
     repeat: int
     stride: int
     overrides: tuple[tuple[Token, _Choices, Span], ...]
     span: Span
+
+
+@dataclass(frozen=True)
+class _Pooled:
+    """A conv with a maxpool, and where the pool is (a head conv may not have one)."""
+
+    conv: Conv
+    pool_span: Span
 
 
 def _span(file: str, line: int, column: int, end_line: int, end_after: int) -> Span:
@@ -1033,6 +1050,9 @@ class _Builder(Transformer[Token, Any]):
         name, value = children
         return (name, self.as_choices(value), self.span(meta))
 
+    def no_expansion(self, meta: Any, children: list[Token]) -> _NoExpansion:
+        return _NoExpansion(self.span(meta))
+
     def row(self, meta: Any, children: list[Any]) -> _RowDecl:
         op, micro, expansion, channels, repeat, stride, *overrides = children
         op_name = str(op).lower()
@@ -1041,6 +1061,19 @@ class _Builder(Transformer[Token, Any]):
                 f"unknown operator '{op}'; allowed: {V.fmt_allowed(V.OPERATORS)}",
                 op,
                 V.did_you_mean(op_name, V.OPERATORS),
+            )
+        takes = ir.OPERATOR_VARIABLES[op_name]
+        if isinstance(expansion, _NoExpansion) and "expansion" in takes:
+            raise self.fail(
+                f"{op_name} needs an expansion, found -",
+                expansion.span,
+                "write a number, a set {a, b} or a range (min, max, step)",
+            )
+        if isinstance(expansion, _Choices) and "expansion" not in takes:
+            raise self.fail(
+                f"{op_name} takes no expansion; write - in the expansion column",
+                expansion.meta_span,
+                f"{op_name} takes {V.fmt_allowed(takes)}",
             )
         repeat_n = self.integer(repeat, "repeat")
         if repeat_n > V.MAX_CHOICES:
@@ -1107,17 +1140,21 @@ class _Builder(Transformer[Token, Any]):
             var = cast(VarName, str(name_tok))
             scope = micro.variable(var).scope
             overrides.append(self.variable_node(var, choices, span, scope))
-        return self.node(
-            Row,
-            decl.span,
-            op="mbconv",
-            micro=micro_name,
-            expansion=self.variable_node(
+        if isinstance(decl.expansion, _NoExpansion):
+            expansion = self.node(Variable, decl.expansion.span, name="expansion", choices=(1.0,))
+        else:
+            expansion = self.variable_node(
                 "expansion",
                 decl.expansion,
                 decl.expansion.meta_span,
                 scopes.get("expansion", "row"),
-            ),
+            )
+        return self.node(
+            Row,
+            decl.span,
+            op=str(decl.op).lower(),
+            micro=micro_name,
+            expansion=expansion,
             channels=self.variable_node(
                 "channels", decl.channels, decl.channels.meta_span, scopes.get("channels", "row")
             ),
@@ -1145,8 +1182,23 @@ class _Builder(Transformer[Token, Any]):
             out[key] = token
         return out
 
-    def conv(self, meta: Any, children: list[Any]) -> Conv:
-        k1, k2, out, *rest = children
+    def maxpool(self, meta: Any, children: list[Token]) -> tuple[str, Span, int, int]:
+        k1, k2, stride = children
+        kernel = self.integer(k1, "maxpool kernel size")
+        if str(k2) != str(k1) and self.integer(k2, "maxpool kernel size") != kernel:
+            raise self.fail(f"the maxpool kernel must be square, found {k1}x{k2}", k2)
+        if kernel % 2 == 0:
+            raise self.fail(
+                f"maxpool kernel {kernel}x{kernel} is not allowed: a kernel is odd (1, 3, 5, ...)",
+                k1,
+            )
+        stride_n = self.integer(stride, "stride", minimum=None)
+        if stride_n not in V.STRIDES:
+            raise self.fail(f"stride {stride} is not allowed; allowed: 1, 2", stride)
+        return ("maxpool", self.span(meta), kernel, stride_n)
+
+    def conv(self, meta: Any, children: list[Any]) -> Conv | _Pooled:
+        k1, k2, out, *rest, pool = children
         kernel = self.integer(k1, "conv kernel size")
         if str(k2) != str(k1) and self.integer(k2, "conv kernel size") != kernel:
             raise self.fail(f"the conv kernel must be square, found {k1}x{k2}", k2)
@@ -1167,13 +1219,27 @@ class _Builder(Transformer[Token, Any]):
             fields["stride"] = stride
         if "act" in opts:
             fields["act"] = self.layer_act(opts["act"])
-        return self.node(Conv, self.span(meta), **fields)
+        if pool is not None:
+            fields["maxpool"], fields["maxpool_stride"] = pool[2], pool[3]
+        conv = self.node(Conv, self.span(meta), **fields)
+        return conv if pool is None else _Pooled(conv, pool[1])
 
-    def stem_stmt(self, meta: Any, children: list[Conv]) -> _Stmt:
-        return _Stmt("stem", self.span(meta), children[0])
+    def stem_stmt(self, meta: Any, children: list[Any]) -> _Stmt:
+        conv = children[0]
+        return _Stmt("stem", self.span(meta), conv.conv if isinstance(conv, _Pooled) else conv)
 
-    def head_stmt(self, meta: Any, children: list[Conv]) -> _Stmt:
-        return _Stmt("head", self.span(meta), children[0])
+    def head_stmt(self, meta: Any, children: list[Any]) -> _Stmt:
+        conv = children[0]
+        if isinstance(conv, _Pooled):
+            raise self.fail(
+                "a maxpool follows a stem conv only",
+                conv.pool_span,
+                "e.g. `stem conv 7x7 64 stride 2 act relu maxpool 3x3 stride 2`",
+            )
+        return _Stmt("head", self.span(meta), conv)
+
+    def head_none(self, meta: Any, children: list[Token]) -> _Stmt:
+        return _Stmt("head", self.span(meta), None)
 
     def fc_width(self, meta: Any, children: list[Token]) -> Token:
         return children[0]
@@ -1206,7 +1272,7 @@ class _Builder(Transformer[Token, Any]):
         single: dict[str, _Stmt] = {}
         micros: dict[str, tuple[Micro, _MicroDecl]] = {}
         stem: list[Conv] = []
-        head: list[Conv] = []
+        heads: list[Conv | None] = []  # None: `head none`
         fcs: list[Linear] = []
         for stmt in statements:
             if stmt.kind in _SINGLE_STATEMENTS:
@@ -1229,7 +1295,12 @@ class _Builder(Transformer[Token, Any]):
             elif stmt.kind == "stem":
                 stem.append(stmt.payload)
             elif stmt.kind == "head":
-                head.append(stmt.payload)
+                if heads and (stmt.payload is None or heads[-1] is None):
+                    raise self.fail(
+                        "`head none` says the space has no head conv, so it is its only head",
+                        stmt.span,
+                    )
+                heads.append(stmt.payload)
             elif stmt.kind == "fc":
                 fcs.append(stmt.payload)
         if "space" not in single:
@@ -1254,11 +1325,12 @@ class _Builder(Transformer[Token, Any]):
             )
         for what, layers, example in (
             ("stem", stem, "stem conv 3x3 16 stride 2 act hswish"),
-            ("head", head, "head conv 1x1 1280 act hswish"),
+            ("head", heads, "head conv 1x1 1280 act hswish"),
             ("classifier (fc)", fcs, "fc classes"),
         ):
             if not layers:
                 raise self.fail(f"space '{name}' has no {what}", header, f"add `{example}`")
+        head = [conv for conv in heads if conv is not None]
         if fcs[-1].out_features is not None:
             raise self.fail(
                 f"the last fc layer must output the classes, found fc {fcs[-1].out_features}",

@@ -5,7 +5,10 @@ Architecture picture: one box per MBConv block, left to right. Box colour = kern
 block's output channels, hatching = the nonlinearity (solid ReLU/ReLU6, `///` swish,
 `xxx` hard-swish), the number on top = attention splits as in the paper (0 none, 1
 squeeze-excite, 2 or 4 split-attention), vertical bars where a stride-2 block starts a
-new stage (each stage labelled with its feature-map size). Saved as PNG and SVG.
+new stage (each stage labelled with its feature-map size). Blocks of the other row
+operators are drawn the same way with the operator's letter at the foot of the box
+(`OPERATOR_MARKS`: F fused-MBConv, D depthwise-separable, C conv, B basic, R bottleneck)
+and, for those that take no attention, nothing on top. Saved as PNG and SVG.
 
 Run plots (PNG): for a search run, entropy, K, expected FLOPS (and the current most
 probable architecture's) and validation accuracy per epoch from metrics.jsonl; for a
@@ -23,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from fpnas_dsl.errors import FpnasError
-from fpnas_dsl.ir import ATTENTION_SPLITS, Architecture, ConcreteBlock, Space, concrete_blocks
+from fpnas_dsl.ir import (
+    ATTENTION_SPLITS,
+    OPERATOR_VARIABLES,
+    Architecture,
+    ConcreteBlock,
+    Space,
+    concrete_blocks,
+)
 from fpnas_dsl.runfiles import (
     ARCH_FILE,
     CONFIG_FILE,
@@ -46,6 +56,14 @@ OTHER_KERNEL_COLOURS = ("#937860", "#da8bc3", "#8c8c8c", "#ccb974", "#64b5cd")
 SKIP_FACE, SKIP_EDGE = "#f2f2f2", "#9a9a9a"
 HATCHES = {"relu": "", "relu6": "", "swish": "///", "hswish": "xxx"}
 ACT_LABELS = {"relu": "ReLU", "relu6": "ReLU6", "swish": "swish", "hswish": "hard-swish"}
+#: The letter at the foot of a block of each row operator but MBConv, and its legend.
+OPERATOR_MARKS = {
+    "fused": ("F", "fused-MBConv"),
+    "ds": ("D", "depthwise-separable"),
+    "conv": ("C", "conv"),
+    "basic": ("B", "ResNet basic"),
+    "bottleneck": ("R", "ResNet bottleneck"),
+}
 
 
 @dataclass
@@ -90,6 +108,8 @@ def feature_sizes(space: Space, blocks: list[ConcreteBlock]) -> list[int]:
     size = space.resolution
     for conv in space.stem:
         size = _strided(size, conv.stride)
+        if conv.maxpool:
+            size = _strided(size, conv.maxpool_stride)
     out = []
     for b in blocks:
         size = _strided(size, b.stride)
@@ -106,7 +126,7 @@ def arch_table(space: Space, arch: Architecture) -> str:
     blocks = concrete_blocks(space, arch)
     sizes = feature_sizes(space, blocks)
     starts = set(stage_starts(blocks))
-    head = (
+    head: tuple[str, ...] = (
         "block",
         "stage",
         "stride",
@@ -119,6 +139,9 @@ def arch_table(space: Space, arch: Architecture) -> str:
         "act",
         "attention",
     )
+    mixed = any(b.op != "mbconv" for b in blocks)
+    if mixed:  # the operator of each block beside its number
+        head = (head[0], "op", *head[1:])
     rows: list[tuple[str, ...]] = []
     stage = 0
     for i, (b, size) in enumerate(zip(blocks, sizes, strict=True)):
@@ -126,12 +149,13 @@ def arch_table(space: Space, arch: Architecture) -> str:
         rows.append(
             (
                 str(i + 1),
+                *((b.op,) if mixed else ()),
                 str(stage),
                 str(b.stride),
                 f"{size}x{size}",
                 str(b.in_channels),
                 str(b.out_channels),
-                f"{b.expansion:g}",
+                f"{b.expansion:g}" if "expansion" in OPERATOR_VARIABLES[b.op] else "-",
                 "-" if b.is_skip else str(b.mid_channels),
                 "skip" if b.is_skip else f"{b.kernel}x{b.kernel}",
                 "-" if b.is_skip else b.act,
@@ -225,6 +249,19 @@ def draw_architecture(
                 hatch=HATCHES.get(b.act, "..."),
             )
         )
+        if b.op in OPERATOR_MARKS:
+            ax.text(
+                x + box_w / 2,
+                0.01,
+                OPERATOR_MARKS[b.op][0],
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                fontweight="bold",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5},
+            )
+        if "attention" not in OPERATOR_VARIABLES[b.op]:
+            continue
         ax.text(
             x + box_w / 2,
             height + 0.02,
@@ -281,6 +318,9 @@ def draw_architecture(
                 label=ACT_LABELS.get(act, act),
             )
         )
+    for op in sorted({b.op for b in blocks if not b.is_skip and b.op in OPERATOR_MARKS}):
+        mark, name = OPERATOR_MARKS[op]
+        handles.append(Patch(facecolor="white", edgecolor="white", label=f"{mark} {name}"))
     ax.legend(
         handles=handles,
         loc="lower left",
@@ -312,8 +352,17 @@ def _title(space: Space, arch: Architecture) -> str:
     flops, params = arch_cost(space, arch)
     return (
         f"{arch.space}: {arch.resolution}²×{arch.in_channels} input, {len(arch.blocks)} "
-        f"MBConv blocks, {int(flops) / 1e6:,.2f} MFLOPS, {int(params) / 1e6:,.3f} M params"
+        f"{_block_kind(space)}, {int(flops) / 1e6:,.2f} MFLOPS, {int(params) / 1e6:,.3f} M params"
     )
+
+
+def _block_kind(space: Space) -> str:
+    """'MBConv blocks', or the operators' names where the space has other rows."""
+    ops = list(dict.fromkeys(row.op for row in space.rows))
+    if ops == ["mbconv"]:
+        return "MBConv blocks"
+    names = {"mbconv": "MBConv", **{op: name for op, (_, name) in OPERATOR_MARKS.items()}}
+    return " + ".join(names[op] for op in ops) + " blocks"
 
 
 def _save(fig: Any, path: Path, fmt: str, stage: Staged | None = None) -> None:

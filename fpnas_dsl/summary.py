@@ -27,7 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 from fpnas_dsl import ir
-from fpnas_dsl.footprint import human_bytes, supernet_size
+from fpnas_dsl.footprint import human_bytes, supernet_size, supernet_support
 from fpnas_dsl.ir import Space
 from fpnas_dsl.validate import feature_sizes, fmt_choices, fmt_value
 
@@ -59,7 +59,8 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
     networks = ir.count_networks(space)
     entropy = layout.log_count
     sizes = feature_sizes(space)
-    stem_n = len(space.stem)
+    stem_n = sum(1 + bool(conv.maxpool) for conv in space.stem)  # a maxpool downsamples too
+    unsearchable = supernet_support(space)
     rows: list[dict[str, Any]] = []
     first_block = 0
     for r, row in enumerate(space.rows):
@@ -130,9 +131,11 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
         "layout": decisions,
         "variables": per_variable,
         "weight_sharing": {m.name: list(m.share) for m in _used_micros(space)},
-        "supernet": supernet_size(space),
+        "supernet": None if unsearchable else supernet_size(space),
         "notes": notes(space),
     }
+    if unsearchable:
+        out["supernet_unsupported"] = unsearchable
     if cost:
         hook = cost_hook()
         if hook is not None:
@@ -247,7 +250,10 @@ def _choices(values: list[Any]) -> str:
 def _layer(kind: str, conv: ir.Conv) -> str:
     stride = f" stride {conv.stride}" if conv.stride != 1 else ""
     act = f" act {conv.act}" if conv.act else ""
-    return f"{kind} conv {conv.kernel}x{conv.kernel} {conv.out_channels}{stride}{act}"
+    pool = ""
+    if conv.maxpool:
+        pool = f" maxpool {conv.maxpool}x{conv.maxpool} stride {conv.maxpool_stride}"
+    return f"{kind} conv {conv.kernel}x{conv.kernel} {conv.out_channels}{stride}{act}{pool}"
 
 
 def _human(n: float) -> str:
@@ -299,7 +305,7 @@ def render(summary: dict[str, Any], space: Space) -> str:
                 str(row["row"]),
                 row["op"],
                 row["micro"],
-                cell("expansion"),
+                cell("expansion") if "expansion" in ir.OPERATOR_VARIABLES[row["op"]] else "-",
                 cell("channels"),
                 str(row["repeat"]),
                 str(row["stride"]),
@@ -314,6 +320,8 @@ def render(summary: dict[str, Any], space: Space) -> str:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     for conv in space.head:
         lines.append("  " + _layer("head", conv))
+    if not space.head:
+        lines.append("  head none")
     lines.append(f"  pool {space.pool}")
     for fc in space.classifier:
         width = fc.out_features if fc.out_features is not None else s["classes"]
@@ -379,6 +387,8 @@ def render(summary: dict[str, Any], space: Space) -> str:
         where = f" (micro {micro})" if len(sharing) > 1 else ""
         lines.append(f"weights shared       {what}{where}")
     size = s.get("supernet")
+    if s.get("supernet_unsupported"):
+        lines.append(f"supernet             n/a: {s['supernet_unsupported']}")
     if size:
         lines.append(
             f"supernet             {_human(size['params'])} weights, "

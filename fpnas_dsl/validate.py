@@ -23,7 +23,7 @@ from fpnas_dsl import ir
 from fpnas_dsl.errors import SpaceError
 from fpnas_dsl.ir import Conv, Micro, Row, Space, Span, Value, Variable, VarName
 
-OPERATORS = ("mbconv",)
+OPERATORS = ir.OPERATORS
 STRIDES = (1, 2)
 EXPANSION_OF = ("input", "output")
 SKIP_MODES = ("project", "forbid")
@@ -156,6 +156,8 @@ def downsampling(space: Space) -> list[tuple[str, int, Span | None]]:
     out: list[tuple[str, int, Span | None]] = []
     for i, conv in enumerate(space.stem):
         out.append((f"stem conv {i + 1}", conv.stride, conv.span))
+        if conv.maxpool:
+            out.append((f"stem conv {i + 1}'s maxpool", conv.maxpool_stride, conv.span))
     for r, row in enumerate(space.rows):
         out.append((f"row {r + 1}", row.stride, row.span))
     for i, conv in enumerate(space.head):
@@ -202,7 +204,8 @@ class _Validator:
         micros = self.check_micros()
         self.check_layers("stem", self.space.stem, "stem conv 3x3 16 stride 2 act hswish")
         self.check_rows(micros)
-        self.check_layers("head", self.space.head, "head conv 1x1 1280 act hswish")
+        for conv in self.space.head:  # none at all is `head none` (ResNet)
+            self.check_conv(conv)
         self.check_classifier()
         self.check_skip()
         self.check_resolution()
@@ -379,6 +382,7 @@ class _Validator:
                     f"row {r}: the {name} column holds variable '{var.name}'", var.span or row.span
                 )
             self.check_variable(var, row.span)
+        self.check_operator(r, row, micro)
         seen: set[str] = set()
         for override in row.overrides:
             span = override.span or row.span
@@ -404,6 +408,40 @@ class _Validator:
                     span,
                     "a row may only narrow or fix a micro's choices",
                 )
+
+    def check_operator(self, r: int, row: Row, micro: Micro) -> None:
+        """A row gives its operator only what the operator takes (`ir.OPERATOR_VARIABLES`):
+        no expansion but 1 where it takes none, attention `none` where it takes none, and
+        only the attentions it can build."""
+        takes = ir.OPERATOR_VARIABLES[row.op]
+        allowed = fmt_allowed(takes)
+        if "expansion" not in takes and row.expansion.choices != (1.0,):
+            raise self.fail(
+                f"row {r}: {row.op} takes no expansion, found expansion "
+                f"{fmt_choices(row.expansion.choices)}",
+                row.expansion.span or row.span,
+                f"write - in the expansion column; {row.op} takes {allowed}",
+            )
+        attention = self.space.row_variable(row, "attention")
+        offered = ir.OPERATOR_ATTENTIONS.get(row.op, ("none",))
+        outside = [a for a in attention.choices if a not in offered]
+        if not outside:
+            return
+        overridden = _override_span(row, "attention")
+        source = "" if overridden else f" (micro '{micro.name}' offers them)"
+        if "attention" not in takes:
+            raise self.fail(
+                f"row {r}: {row.op} takes no attention, found attention "
+                f"{fmt_choices(attention.choices)}{source}",
+                overridden or row.span,
+                f"write attention=none in this row; {row.op} takes {allowed}",
+            )
+        raise self.fail(
+            f"row {r}: {row.op} cannot have attention {fmt_choices(outside)}{source}; "
+            f"allowed: {fmt_allowed(offered)}",
+            overridden or row.span,
+            "split-attention needs the depthwise convolution of mbconv or ds",
+        )
 
     # ---- skip where shapes differ ----------------------------------------------------
 

@@ -47,3 +47,41 @@ def with_lines(text: str, replacements: dict[int, str]) -> str:
     for number, line in replacements.items():
         lines[number - 1] = line
     return "\n".join(lines)
+
+
+#: A space that mixes every row operator, with skips, projections, attention, per-block
+#: choices, kernels 1 to 5 and a stem maxpool (the operators' cost, network and export
+#: tests).
+MIXED = """\
+space mixed
+input 40 x 40 x 3
+classes 10
+expansion relative to input
+skip where shapes differ: project
+
+micro m {
+    kernel    {0, 3, 5}
+    act       {relu, swish}
+    attention {none, se, sa2}
+    se ratio 0.25 of expanded, gate hsigmoid
+    per block: kernel, act, attention, channels
+}
+micro plain {
+    kernel    {0, 1, 3}
+    act       {relu, hswish}
+    attention none
+    per block: kernel, expansion
+}
+
+stem conv 3x3 16 stride 2 act relu maxpool 3x3 stride 2
+table {
+    conv        plain  -            {16, 24}  1  1  kernel={1, 3}
+    ds          m      -            {16, 24}  2  1
+    fused       m      {1, 4}       {24, 32}  2  2  attention={none, se}
+    mbconv      m      (1, 6, 1)    {32, 40}  2  1
+    basic       plain  -            {32, 48}  2  2
+    bottleneck  plain  {0.25, 0.5}  {48, 64}  2  1
+}
+head conv 1x1 64 act relu
+fc classes
+"""

@@ -313,7 +313,9 @@ def test_bad_override_values(value: int) -> None:
 
 
 def test_missing_space() -> None:
-    with pytest.raises(FpnasError, match=r"no space 'nope'.*bundled: efficientnet_b0, fbnetv2_f"):
+    with pytest.raises(
+        FpnasError, match=r"no space 'nope'.*bundled: efficientnet_b0, efficientnet_v2_s, fbnetv2_f"
+    ):
         load_space("nope")
 
 

@@ -1,5 +1,6 @@
-"""Published networks, exactly: EfficientNet-B0, MobileNetV3-Large and MobileNetV2 written
-in the DSL compute torchvision's function once torchvision's weights are copied in.
+"""Published networks, exactly: EfficientNet-B0, EfficientNetV2-S, MobileNetV3-Large,
+MobileNetV2, ResNet-50 and ResNet-18 written in the DSL compute torchvision's function
+once torchvision's weights are copied in.
 
 torchvision's models are built with `weights=None` (randomly initialised: nothing is
 downloaded); their batch-norm parameters and running statistics are then randomised too,
@@ -39,6 +40,13 @@ PUBLISHED: dict[str, tuple[Callable[[], nn.Module], int, int]] = {
         216_589_760,
         5_483_032,
     ),
+    "efficientnet_v2_s": (
+        lambda: torchvision.models.efficientnet_v2_s(weights=None),
+        2_849_895_872,
+        21_458_488,
+    ),
+    "resnet50": (lambda: torchvision.models.resnet50(weights=None), 4_089_184_256, 25_557_032),
+    "resnet18": (lambda: torchvision.models.resnet18(weights=None), 1_814_073_344, 11_689_512),
     "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(weights=None), 300_774_272, 3_504_872),
     "mobilenet_v2_035": (
         lambda: torchvision.models.mobilenet_v2(weights=None, width_mult=0.35),
@@ -59,16 +67,17 @@ def _randomise_batchnorm(net: nn.Module, gen: torch.Generator) -> None:
     """Running statistics measured on random images (so that every layer's output is of
     unit scale in eval mode and the logits are too), then random gammas and betas."""
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # a cumulative average: the statistics of this batch exactly
     net.train()
     net(torch.randn(16, 3, RESOLUTION, RESOLUTION, generator=gen))
-    for m in norms:
+    for m, momentum in zip(norms, momenta, strict=True):
         n = m.num_features
         m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
         m.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-        m.momentum = 0.01 if abs(m.eps - 1e-3) < 1e-12 else 0.1  # torchvision's again
+        m.momentum = momentum  # torchvision's again
     net.eval()
 
 
@@ -177,3 +186,76 @@ def test_flops_and_params_are_torchvisions(name: str) -> None:
         reference(torch.zeros(1, 3, 224, 224))
     assert counter.get_total_flops() == 2 * macs  # FlopCounterMode counts 2 per MAC
     assert sum(p.numel() for p in reference.parameters()) == params
+
+
+class _TfPadded(nn.Module):
+    """A stride-2 convolution padded TensorFlow's way (nothing before, the rest after):
+    the same output shape as torch's symmetric padding, shifted by a pixel."""
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, s = self.conv.kernel_size[0], self.conv.stride[0]
+        total = max(k - s, 0) if x.shape[-1] % s == 0 else max(k - x.shape[-1] % s, 0)
+        x = nn.functional.pad(x, (0, total, 0, total))
+        return nn.functional.conv2d(x, self.conv.weight, None, s, 0, 1, self.conv.groups)
+
+
+def _stride_on_the_1x1(net: nn.Module) -> None:
+    """ResNet v1 instead of v1.5: the first stride-2 bottleneck strides its 1x1 conv."""
+    block = next(
+        m for m in net.modules() if type(m).__name__ == "Bottleneck" and m.conv2.stride[0] == 2
+    )
+    block.conv2.stride = (1, 1)
+    block.conv1.stride = (2, 2)
+
+
+def _tf_padding(net: nn.Module) -> None:
+    """The first stride-2 3x3 convolution inside a block padded TensorFlow's way."""
+    for module in net.modules():
+        for name, child in module.named_children():
+            if (
+                isinstance(child, nn.Conv2d)
+                and child.stride == (2, 2)
+                and child.kernel_size == (3, 3)
+                and module is not net.stem[0]
+            ):
+                setattr(module, name, _TfPadded(child))
+                return
+    raise AssertionError("no stride-2 3x3 convolution")
+
+
+def _swap_two_convs(net: nn.Module) -> None:
+    """Two same-shape convolutions in the other order (what a copy in order would hide)."""
+    convs = [
+        m for m in net.blocks.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
+    first = convs[0]
+    second = next(c for c in convs[1:] if c.weight.shape == first.weight.shape)
+    with torch.no_grad():
+        saved = first.weight.clone()
+        first.weight.copy_(second.weight)
+        second.weight.copy_(saved)
+
+
+@pytest.mark.parametrize(
+    ("name", "mistake"),
+    [
+        ("resnet50", _stride_on_the_1x1),
+        ("resnet50", _tf_padding),
+        ("resnet18", _tf_padding),
+        ("resnet18", _swap_two_convs),
+        ("efficientnet_v2_s", _tf_padding),
+        ("efficientnet_v2_s", _swap_two_convs),
+    ],
+)
+def test_one_wrong_convolution_shows(name: str, mistake: Callable[[nn.Module], None]) -> None:
+    """One convolution's stride, padding or order changed in the copy: the comparison of
+    `test_same_function_as_torchvision` would fail."""
+    reference, ours = _pair(name)
+    mistake(ours)
+    x = torch.randn(2, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert float((ours(x) - reference(x)).abs().max()) > 1e-3

@@ -28,6 +28,7 @@ GOLDEN = Path(__file__).parent / "golden"
 SPACES = resources.bundled_spaces()
 EXPECTED = [
     "efficientnet_b0",
+    "efficientnet_v2_s",
     "fbnetv2_f",
     "fbnetv2_f_fine",
     "fbnetv2_f_pp",
@@ -38,6 +39,8 @@ EXPECTED = [
     "mobilenet_v2",
     "mobilenet_v2_035",
     "mobilenet_v3_large",
+    "resnet18",
+    "resnet50",
 ]
 
 

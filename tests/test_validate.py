@@ -26,7 +26,97 @@ CASES = [
         {16: "    mbconf m 1 (8, 16, 8) 1 1"},
         16,
         5,
-        "unknown operator 'mbconf'; allowed: mbconv",
+        "unknown operator 'mbconf'; allowed: mbconv, fused, ds, conv, basic, bottleneck",
+    ),
+    # Each operator takes only its variables (ir.OPERATOR_VARIABLES).
+    case(
+        "expansion on conv",
+        {16: "    conv m 1 (8, 16, 8) 1 1"},
+        16,
+        12,
+        "conv takes no expansion; write - in the expansion column",
+    ),
+    case(
+        "expansion on ds",
+        {16: "    ds m {1, 2} (8, 16, 8) 1 1"},
+        16,
+        10,
+        "ds takes no expansion; write - in the expansion column",
+    ),
+    case(
+        "no expansion on mbconv",
+        {16: "    mbconv m - (8, 16, 8) 1 1"},
+        16,
+        14,
+        "mbconv needs an expansion, found -",
+    ),
+    case(
+        "no expansion on bottleneck",
+        {16: "    bottleneck m - (8, 16, 8) 1 1"},
+        16,
+        18,
+        "bottleneck needs an expansion, found -",
+    ),
+    case(
+        "attention on basic",
+        {16: "    basic m - (8, 16, 8) 1 1"},
+        16,
+        5,
+        "row 1: basic takes no attention, found attention {none, se} (micro 'm' offers them)",
+    ),
+    case(
+        "attention override on bottleneck",
+        {
+            11: "    attention none",
+            16: "    conv m - (8, 16, 8) 1 1 attention=none",
+            17: "    bottleneck m 0.25 16 1 1 attention=se",
+        },
+        17,
+        30,
+        "row 2: bottleneck takes no attention, found attention {se}",
+    ),
+    case(
+        "split-attention on fused",
+        {11: "    attention {none, sa2}", 16: "    fused m 1 (8, 16, 8) 1 1"},
+        16,
+        5,
+        "row 1: fused cannot have attention {sa2} (micro 'm' offers them); allowed: none, se",
+    ),
+    case(
+        "row without expansion cut short",
+        {16: "    conv m - (8, 16, 8) 1"},
+        16,
+        26,
+        "unexpected end of line in a table row; expected a number",
+    ),
+    case(
+        "maxpool on head",
+        {19: "head conv 1x1 64 act relu maxpool 3x3 stride 2"},
+        19,
+        27,
+        "a maxpool follows a stem conv only",
+    ),
+    case(
+        "maxpool kernel",
+        {14: "stem conv 3x3 16 stride 2 act relu maxpool 2x2 stride 2"},
+        14,
+        44,
+        "maxpool kernel 2x2 is not allowed: a kernel is odd (1, 3, 5, ...)",
+    ),
+    case(
+        "maxpool stride",
+        {14: "stem conv 3x3 16 stride 2 act relu maxpool 3x3 stride 3"},
+        14,
+        55,
+        "stride 3 is not allowed; allowed: 1, 2",
+    ),
+    case(
+        "maxpool below 1x1",
+        {3: "input 2 x 2 x 3", 14: "stem conv 3x3 16 stride 2 act relu maxpool 3x3 stride 2"},
+        14,
+        6,
+        "the strides reduce the 2x2 input below 1x1: stem conv 1's maxpool has stride 2 but "
+        "receives a 1x1 feature map",
     ),
     case(
         "unknown activation",
@@ -741,4 +831,19 @@ def test_ir_spaceless_node_still_reports() -> None:
         update={"rows": (space.rows[0].model_copy(update={"repeat": 0, "span": None}),)}
     )
     with pytest.raises(SpaceError, match="row 1: repeat must be at least 1, found 0"):
+        validate_space(bad)
+
+
+def test_an_ir_row_gives_its_operator_only_what_it_takes() -> None:
+    """The validator refuses an expansion on an operator that takes none in an IR read
+    back from JSON too (the parser refuses it in a file)."""
+    space = parse_space(with_lines(TINY, {11: "    attention none", 16: "    conv m - 16 1 1"}))
+    row = space.rows[0]
+    wrong = row.model_copy(
+        update={"expansion": row.expansion.model_copy(update={"choices": (4.0,)})}
+    )
+    bad = space.model_copy(update={"rows": (wrong, *space.rows[1:])})
+    with pytest.raises(
+        SpaceError, match=r"row 1: conv takes no expansion, found expansion \{4.0\}"
+    ):
         validate_space(bad)

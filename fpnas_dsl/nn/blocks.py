@@ -23,7 +23,11 @@ from torch.jit import is_scripting  # type: ignore[attr-defined]
 __all__ = [
     "ACTIVATIONS",
     "GATES",
+    "BasicBlock",
+    "Bottleneck",
     "ConvBnAct",
+    "DepthwiseSeparable",
+    "FusedMBConv",
     "MBConv",
     "SplitAttention",
     "SqueezeExcite",
@@ -240,6 +244,153 @@ class MBConv(nn.Module):
         if self.has_skip:
             x = x + shortcut
         return x
+
+
+class StridedConv2d(nn.Conv2d):
+    """`nn.Conv2d` (no bias, padding kernel // 2) whose forward goes through `conv2d`, so
+    that a strided 1x1 stays safe on the CPU (the new operators' kernels may be 1)."""
+
+    def __init__(
+        self, in_chs: int, out_chs: int, kernel: int, stride: int = 1, groups: int = 1
+    ) -> None:
+        super().__init__(in_chs, out_chs, kernel, stride, kernel // 2, groups=groups, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if is_scripting():
+            out: Tensor = self._conv_forward(x, self.weight, self.bias)
+            return out
+        return self._safe(x)
+
+    @torch.jit.unused
+    def _safe(self, x: Tensor) -> Tensor:
+        return conv2d(x, self.weight, self.stride[0], self.padding[0], self.groups)  # type: ignore[arg-type]
+
+
+def _shortcut(in_chs: int, out_chs: int, stride: int) -> nn.Module:
+    """ResNet's shortcut: the input, or a 1x1 conv + BN with the stride where the shape
+    changes (torchvision's `downsample`)."""
+    if stride == 1 and in_chs == out_chs:
+        return nn.Identity()
+    return ConvBnAct(in_chs, out_chs, 1, stride)
+
+
+class FusedMBConv(nn.Module):
+    """Fused-MBConv (EfficientNetV2; timm's EdgeResidual): kxk expansion conv -> attention
+    -> 1x1 project, + input when stride is 1 and the channels match. Without expansion it
+    is one kxk conv-bn-act (its attention, if any, on the output)."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        mid_chs: int,
+        out_chs: int,
+        kernel: int,
+        stride: int,
+        act: str,
+        expand: bool = True,
+        attn: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        if not expand and mid_chs != out_chs:
+            raise ValueError("without expansion a fused-MBConv's one conv makes its output")
+        self.conv_exp = StridedConv2d(in_chs, mid_chs, kernel, stride)
+        self.bn1 = nn.BatchNorm2d(mid_chs)
+        self.act1 = make_act(act)
+        self.attn = attn if attn is not None else nn.Identity()
+        self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False) if expand else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(out_chs) if expand else nn.Identity()
+        self.has_skip = stride == 1 and in_chs == out_chs
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        x = self.attn(self.act1(self.bn1(self.conv_exp(x))))
+        x = self.bn2(self.conv_pwl(x))
+        if self.has_skip:
+            x = x + shortcut
+        return x
+
+
+class DepthwiseSeparable(nn.Module):
+    """Depthwise-separable conv (MobileNetV1; timm's DepthwiseSeparableConv): kxk depthwise
+    -> act -> attention -> 1x1 pointwise (no act), + input when stride is 1 and the
+    channels match. `splits` as in MBConv."""
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        kernel: int,
+        stride: int,
+        act: str,
+        attn: nn.Module | None = None,
+        splits: int = 1,
+    ) -> None:
+        super().__init__()
+        self.conv_dw = StridedConv2d(in_chs, in_chs * splits, kernel, stride, groups=in_chs)
+        self.bn1 = nn.BatchNorm2d(in_chs * splits)
+        self.act1 = make_act(act)
+        self.attn = attn if attn is not None else nn.Identity()
+        self.conv_pw = nn.Conv2d(in_chs, out_chs, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.has_skip = stride == 1 and in_chs == out_chs
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        x = self.attn(self.act1(self.bn1(self.conv_dw(x))))
+        x = self.bn2(self.conv_pw(x))
+        if self.has_skip:
+            x = x + shortcut
+        return x
+
+
+class BasicBlock(nn.Module):
+    """ResNet's basic block (torchvision's BasicBlock): kxk conv (the stride) -> act -> kxk
+    conv, + the shortcut (projected where the shape changes), -> act."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int, stride: int, act: str) -> None:
+        super().__init__()
+        self.conv1 = StridedConv2d(in_chs, out_chs, kernel, stride)
+        self.bn1 = nn.BatchNorm2d(out_chs)
+        self.act1 = make_act(act)
+        self.conv2 = nn.Conv2d(out_chs, out_chs, kernel, 1, kernel // 2, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_chs)
+        self.downsample = _shortcut(in_chs, out_chs, stride)
+        self.act2 = make_act(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x))
+        out: Tensor = self.act2(x + shortcut)
+        return out
+
+
+class Bottleneck(nn.Module):
+    """ResNet's bottleneck (torchvision's ResNet v1.5: the stride on the kxk conv): 1x1 ->
+    act -> kxk -> act -> 1x1, + the shortcut (projected where the shape changes), -> act."""
+
+    def __init__(
+        self, in_chs: int, mid_chs: int, out_chs: int, kernel: int, stride: int, act: str
+    ) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_chs, mid_chs, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid_chs)
+        self.act1 = make_act(act)
+        self.conv2 = StridedConv2d(mid_chs, mid_chs, kernel, stride)
+        self.bn2 = nn.BatchNorm2d(mid_chs)
+        self.act2 = make_act(act)
+        self.conv3 = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_chs)
+        self.downsample = _shortcut(in_chs, out_chs, stride)
+        self.act3 = make_act(act)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.act2(self.bn2(self.conv2(x)))
+        x = self.bn3(self.conv3(x))
+        out: Tensor = self.act3(x + shortcut)
+        return out
 
 
 def set_batchnorm(module: nn.Module, eps: float, momentum: float) -> None:

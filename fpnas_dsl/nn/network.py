@@ -8,6 +8,8 @@ exactly this module: FLOPS = FlopCounterMode / 2, params = sum(p.numel()).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 from torch import Tensor, nn
@@ -16,13 +18,18 @@ from fpnas_dsl.ir import (
     SKIP_KERNEL,
     Architecture,
     ConcreteBlock,
+    Conv,
     Space,
     concrete_blocks,
     decode,
     encode,
 )
 from fpnas_dsl.nn.blocks import (
+    BasicBlock,
+    Bottleneck,
     ConvBnAct,
+    DepthwiseSeparable,
+    FusedMBConv,
     MBConv,
     SplitAttention,
     SqueezeExcite,
@@ -31,7 +38,14 @@ from fpnas_dsl.nn.blocks import (
     set_batchnorm,
 )
 
-__all__ = ["Network", "build_block", "build_network", "make_classifier", "resolve_arch"]
+__all__ = [
+    "Network",
+    "build_block",
+    "build_network",
+    "make_classifier",
+    "make_layers",
+    "resolve_arch",
+]
 
 
 class Network(nn.Module):
@@ -75,7 +89,7 @@ def resolve_arch(
 
 
 def build_block(block: ConcreteBlock) -> nn.Module:
-    """One block: MBConv with its attention, or a skip (identity or projection)."""
+    """One block of its operator (with its attention), or a skip (identity or projection)."""
     if block.kernel == SKIP_KERNEL:
         if block.identity_shape:
             return nn.Identity()
@@ -84,24 +98,37 @@ def build_block(block: ConcreteBlock) -> nn.Module:
                 "skip where the block changes shape, and the space forbids a projection"
             )
         return ConvBnAct(block.in_channels, block.out_channels, 1, block.stride)
+    cin, mid, cout = block.in_channels, block.mid_channels, block.out_channels
+    k, stride, act = block.kernel, block.stride, block.act
+    if block.op == "conv":
+        return ConvBnAct(cin, cout, k, stride, act)
+    if block.op == "basic":
+        return BasicBlock(cin, cout, k, stride, act)
+    if block.op == "bottleneck":
+        return Bottleneck(cin, mid, cout, k, stride, act)
     attn: nn.Module | None = None
     splits = 1
     if block.splits == 1:
-        attn = SqueezeExcite(block.mid_channels, block.se_channels, block.micro.gate, block.se_act)
+        attn = SqueezeExcite(mid, block.se_channels, block.micro.gate, block.se_act)
     elif block.splits >= 2:
         splits = block.splits
-        attn = SplitAttention(block.mid_channels, splits, block.sa_channels)
-    return MBConv(
-        block.in_channels,
-        block.mid_channels,
-        block.out_channels,
-        block.kernel,
-        block.stride,
-        block.act,
-        expand=block.has_expand,
-        attn=attn,
-        splits=splits,
-    )
+        attn = SplitAttention(mid, splits, block.sa_channels)
+    if block.op == "fused":
+        return FusedMBConv(cin, mid, cout, k, stride, act, expand=block.has_expand, attn=attn)
+    if block.op == "ds":
+        return DepthwiseSeparable(cin, cout, k, stride, act, attn=attn, splits=splits)
+    return MBConv(cin, mid, cout, k, stride, act, expand=block.has_expand, attn=attn, splits=splits)
+
+
+def make_layers(convs: Sequence[Conv], cin: int) -> nn.Sequential:
+    """The fixed stem or head layers: conv + BN (+ act), each with its maxpool if any."""
+    layers: list[nn.Module] = []
+    for conv in convs:
+        layers.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
+        if conv.maxpool:
+            layers.append(nn.MaxPool2d(conv.maxpool, conv.maxpool_stride, conv.maxpool // 2))
+        cin = conv.out_channels
+    return nn.Sequential(*layers)
 
 
 def make_classifier(space: Space, in_features: int) -> nn.Sequential:
@@ -124,25 +151,15 @@ def build_network(space: Space, arch: Architecture | npt.ArrayLike, init: bool =
     without memory); `init=False` leaves PyTorch's default initialisation.
     """
     readable, _ = resolve_arch(space, arch)
-    cin = space.in_channels
-    stem = []
-    for conv in space.stem:
-        stem.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
-        cin = conv.out_channels
+    stem = make_layers(space.stem, space.in_channels)
+    cin = space.stem[-1].out_channels if space.stem else space.in_channels
     blocks = []
     for block in concrete_blocks(space, readable):
         blocks.append(build_block(block))
         cin = block.out_channels
-    head = []
-    for conv in space.head:
-        head.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
-        cin = conv.out_channels
-    net = Network(
-        nn.Sequential(*stem),
-        nn.Sequential(*blocks),
-        nn.Sequential(*head),
-        make_classifier(space, cin),
-    )
+    head = make_layers(space.head, cin)
+    cin = space.head[-1].out_channels if space.head else cin
+    net = Network(stem, nn.Sequential(*blocks), head, make_classifier(space, cin))
     set_batchnorm(net, space.bn_eps, space.bn_momentum)
     if init:
         init_weights(net)

@@ -1,0 +1,209 @@
+"""The row operators beyond MBConv (fused, ds, conv, basic, bottleneck) in fixed networks:
+the exact cost model against torch's counters on random architectures of a space that
+mixes them all, the blocks each operator builds, and the supernet's refusal."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from cli_helpers import one_line_error
+from dsl_samples import MIXED
+from torch.utils.flop_counter import FlopCounterMode
+
+from fpnas_dsl import cost, ir
+from fpnas_dsl.errors import FpnasError
+from fpnas_dsl.footprint import supernet_size, supernet_support
+from fpnas_dsl.ir import Space, uniform_samples
+from fpnas_dsl.nn import blocks, build_network
+from fpnas_dsl.parser import parse_space
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def mixed(**update: object) -> Space:
+    space = parse_space(MIXED, "mixed.space")
+    return space.model_copy(update=update) if update else space
+
+
+def measured(space: Space, idx: np.ndarray) -> tuple[int, int]:
+    """(FlopCounterMode total / 2, sum of numel) of the standalone network, batch 1."""
+    with torch.device("meta"):
+        net = build_network(space, idx, init=False)
+    net = net.to_empty(device="cpu").eval()
+    x = torch.randn(1, space.in_channels, space.resolution, space.resolution)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x)
+    total = counter.get_total_flops()
+    assert total % 2 == 0
+    return total // 2, sum(p.numel() for p in net.parameters())
+
+
+@pytest.mark.parametrize("expansion_of", ["input", "output"])
+def test_cost_equals_the_counters_on_random_architectures(expansion_of: str) -> None:
+    space = mixed(expansion_of=expansion_of)
+    idx = uniform_samples(space, 60, seed=3)
+    flops, params = cost.costs(space, idx)
+    for i in range(len(idx)):
+        got = (int(flops[i]), int(params[i]))
+        assert got == measured(space, idx[i]), f"architecture {i}: {ir.decode(space, idx[i])}"
+
+
+def test_cost_range_brackets_the_samples() -> None:
+    space = mixed()
+    bounds = cost.cost_range(space, samples=2000)
+    flops, params = cost.costs(space, uniform_samples(space, 2000, seed=5))
+    assert bounds["flops_min"] <= flops.min() <= flops.max() <= bounds["flops_max"]
+    assert bounds["params_min"] <= params.min() <= params.max() <= bounds["params_max"]
+
+
+def test_each_operator_builds_its_block() -> None:
+    space = mixed()
+    lay = space.layout
+    # Every kernel at its last choice (no skip), expansion at its largest.
+    idx = np.zeros((len(lay.decisions), lay.max_variables), dtype=np.int64)
+    for d, decision in enumerate(lay.decisions):
+        idx[d, : len(decision.cardinalities)] = np.asarray(decision.cardinalities) - 1
+    net = build_network(space, idx)
+    kinds = [type(b).__name__ for b in net.blocks]
+    assert kinds == [
+        "ConvBnAct",
+        "DepthwiseSeparable",
+        "DepthwiseSeparable",
+        "FusedMBConv",
+        "FusedMBConv",
+        "MBConv",
+        "MBConv",
+        "BasicBlock",
+        "BasicBlock",
+        "Bottleneck",
+        "Bottleneck",
+    ]
+    assert isinstance(net.stem[1], torch.nn.MaxPool2d)
+    first_basic = net.blocks[7]
+    assert isinstance(first_basic, blocks.BasicBlock)
+    assert isinstance(first_basic.downsample, blocks.ConvBnAct)  # stride 2: projected
+    assert isinstance(net.blocks[8].downsample, torch.nn.Identity)
+    out = net.eval()(torch.randn(2, 3, 40, 40))
+    assert out.shape == (2, 10) and bool(torch.isfinite(out).all())
+
+
+def test_fused_without_expansion_is_one_conv() -> None:
+    space = mixed()
+    arch = ir.decode(space, uniform_samples(space, 1, seed=0)[0])
+    blocks_ = list(arch.blocks)
+    for b in (3, 4):  # the row decides its expansion once
+        blocks_[b] = blocks_[b].model_copy(update={"expansion": 1.0, "kernel": 3})
+    net = build_network(space, arch.model_copy(update={"blocks": tuple(blocks_)}))
+    fused = net.blocks[3]
+    assert isinstance(fused, blocks.FusedMBConv)
+    assert isinstance(fused.conv_pwl, torch.nn.Identity)
+    assert fused.conv_exp.out_channels == blocks_[3].channels
+
+
+def test_the_supernet_refuses_the_new_operators_by_name() -> None:
+    from fpnas_dsl.nn import Supernet
+
+    with pytest.raises(
+        FpnasError,
+        match=r"row 1 of space 'mixed' is a conv row: .*searching conv is not yet supported",
+    ):
+        Supernet(mixed())
+    with pytest.raises(FpnasError, match="searching conv is not yet supported"):
+        supernet_size(mixed())
+
+
+def test_the_supernet_refuses_a_stem_maxpool() -> None:
+    from fpnas_dsl.nn import Supernet
+
+    text = (
+        MIXED.split("table {")[0]
+        + "table {\n    mbconv m (1, 6, 1) {32, 40} 2 1\n}\nhead none\nfc classes\n"
+    )
+    space = parse_space(text)
+    assert supernet_support(space) is not None
+    with pytest.raises(
+        FpnasError, match=r"the stem of space 'mixed' has a maxpool: .*not yet supported"
+    ):
+        Supernet(space)
+
+
+@pytest.mark.parametrize("strategy", ["fpnas", "dnas"])
+def test_search_refuses_with_one_line(
+    strategy: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space_file = tmp_path / "mixed.space"
+    space_file.write_text(MIXED)
+    out = tmp_path / "run"
+    argv = ["search", str(space_file), "--strategy", strategy, "--target-flops", "1e7"]
+    argv += ["--data", "synthetic", "--epochs", "1", "--steps-per-epoch", "1", "--threads", "1"]
+    line = one_line_error(capsys, [*argv, "--out", str(out)])
+    assert "is a conv row" in line and "searching conv is not yet supported" in line
+    assert not out.exists()
+
+
+def test_compile_says_the_supernet_is_not_available(capsys: pytest.CaptureFixture[str]) -> None:
+    from fpnas_dsl.cli import main
+
+    for name in ("resnet50", "resnet18", "efficientnet_v2_s"):
+        assert main(["compile", name]) == 0
+        text = capsys.readouterr().out
+        assert "supernet             n/a: row 1 of space" in text
+        assert "exact)" in text.split("FLOPS (MACs)")[1].splitlines()[0]  # a fixed network
+        assert main(["compile", name, "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert (
+            summary["supernet"] is None and "not yet supported" in summary["supernet_unsupported"]
+        )
+
+
+def test_the_reference_example_of_the_operators_parses_and_costs() -> None:
+    """docs/dsl.md's example that mixes every operator: valid, and priced exactly."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "dsl.md").read_text()
+    (example,) = [b for b in re.findall(r"```space\n(.*?)```", doc, re.S) if "mixed_example" in b]
+    space = parse_space(example, "docs/dsl.md")
+    assert {row.op for row in space.rows} == set(ir.OPERATORS)
+    idx = uniform_samples(space, 8, seed=1)
+    flops, params = cost.costs(space, idx)
+    for i in range(len(idx)):
+        assert (int(flops[i]), int(params[i])) == measured(space, idx[i])
+
+
+def test_the_picture_and_table_mark_each_operator(tmp_path: Path) -> None:
+    from fpnas_dsl import show
+
+    space = mixed()
+    arch = ir.decode(space, uniform_samples(space, 1, seed=4)[0])
+    table = show.arch_table(space, arch)
+    header = table.splitlines()[0].split()
+    assert header[:2] == ["block", "op"]
+    ops = [line.split()[1] for line in table.splitlines()[2:]]
+    assert ops == [row.op for row in space.rows for _ in range(row.repeat)]
+    # Feature sizes count the stem maxpool: 40 -> 20 -> 10, fused stride 2 -> 5.
+    assert show.feature_sizes(space, ir.concrete_blocks(space, arch))[:4] == [10, 10, 10, 5]
+    png = tmp_path / "arch.png"
+    show.draw_architecture(space, arch, png, tmp_path / "arch.svg")
+    assert png.stat().st_size > 0
+    assert (tmp_path / "arch.svg").stat().st_size > 0
+    assert "conv + depthwise-separable + fused-MBConv + MBConv + ResNet basic" in show._title(
+        space, arch
+    )
+
+
+def test_latency_tables_refuse_the_new_operators() -> None:
+    from fpnas_dsl.latency import space_parts
+
+    with pytest.raises(FpnasError, match="row 1 is a conv row, and latency tables measure"):
+        space_parts(mixed())
