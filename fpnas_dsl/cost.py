@@ -233,6 +233,9 @@ class CostModel:
         identity = (spec.stride == 1) & (cin == cout)
         skip_flops = np.where(identity, 0, cin * cout * hw_out)
         skip_params = np.where(identity, 0, cin * cout + 2 * cout)
+        if space.skip_mismatch == "shortcut":  # the projection is the block's residual
+            mb_flops = mb_flops + skip_flops
+            mb_params = mb_params + skip_params
         is_skip = kernel == SKIP_KERNEL
         shape = tuple(len(s.choices) for s in slots)
 

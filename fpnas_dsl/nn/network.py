@@ -101,6 +101,9 @@ def build_block(block: ConcreteBlock) -> nn.Module:
         expand=block.has_expand,
         attn=attn,
         splits=splits,
+        shortcut=ConvBnAct(block.in_channels, block.out_channels, 1, block.stride)
+        if block.has_shortcut
+        else None,
     )
 
 
