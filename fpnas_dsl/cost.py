@@ -267,6 +267,9 @@ class CostModel:
                 + mid * cout
                 + 2 * cout
             )
+            if space.skip_mismatch == "shortcut":  # the projection is the block's residual
+                mb_flops = mb_flops + skip_flops
+                mb_params = mb_params + skip_params
         is_skip = kernel == SKIP_KERNEL
         shape = tuple(len(s.choices) for s in slots)
 

@@ -101,9 +101,11 @@ class BlockShape:
     group_of: dict[tuple[int, str], str]
     #: attention variant -> its widest bottleneck (SE or split-attention).
     attention_width: dict[str, int]
-    #: Whether `skip` is a 1x1 conv + BN here (the block can change shape).
+    #: Whether the block holds a 1x1 conv + BN projection (it can change shape): what
+    #: `skip` becomes, and under `shortcut` the residual branch of a shape-changing MBConv.
     projection: bool
-    #: Whether every architecture gives this block a residual (stride 1, same channels).
+    #: Whether every architecture gives this block a residual: stride 1 and the same
+    #: channels, or a projection shortcut wherever the shape changes (`shortcut`).
     always_residual: bool
 
 
@@ -179,10 +181,12 @@ def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
         groups=groups,
         group_of={c: name for name, cands in members.items() for c in cands},
         attention_width={a: _attention_width(micro, mids, a) for a in attentions},
-        projection=space.skip_mismatch == "project"
-        and SKIP_KERNEL in spec.var("kernel").choices
-        and can_differ,
-        always_residual=not can_differ,
+        projection=can_differ
+        and (
+            space.skip_mismatch == "shortcut"
+            or (space.skip_mismatch == "project" and SKIP_KERNEL in spec.var("kernel").choices)
+        ),
+        always_residual=not can_differ or space.skip_mismatch == "shortcut",
     )
 
 

@@ -247,8 +247,10 @@ class Space(_Node):
     classes: int
     #: MBConv expansion multiplies the block's input channels (MobileNetV2/FBNet) or output.
     expansion_of: Literal["input", "output"] = "input"
-    #: Skip where a block changes shape: refused, or a 1x1 conv + BN projection with stride.
-    skip_mismatch: Literal["forbid", "project"] = "project"
+    #: Skip where a block changes shape: refused, a 1x1 conv + BN projection with stride,
+    #: or `shortcut`: that projection is the shape-changing block's residual branch, added
+    #: to the block's output (as ResNet's projection shortcut), and skip keeps it alone.
+    skip_mismatch: Literal["forbid", "project", "shortcut"] = "project"
     micros: tuple[Micro, ...]
     stem: tuple[Conv, ...]
     rows: tuple[Row, ...]
@@ -762,7 +764,7 @@ class ConcreteBlock:
     attention: str
     stride: int
     micro: Micro
-    skip_mismatch: Literal["forbid", "project"]
+    skip_mismatch: Literal["forbid", "project", "shortcut"]
     op: OpName = "mbconv"
 
     @property
@@ -786,6 +788,11 @@ class ConcreteBlock:
     @property
     def identity_shape(self) -> bool:
         return self.stride == 1 and self.in_channels == self.out_channels
+
+    @property
+    def has_shortcut(self) -> bool:
+        """A projection shortcut is added to this MBConv block's output."""
+        return self.skip_mismatch == "shortcut" and self.op == "mbconv" and not self.identity_shape
 
     @property
     def splits(self) -> int:

@@ -7,7 +7,8 @@ every number the part's speed depends on:
 - `dw 14px s2 k5 72x2 swish`: the depthwise convolution (x2: two splits per channel);
 - `se 7px 72>24 relu/hsigmoid`, `sa2 7px 72>32`: squeeze-excite or split-attention;
 - `project 7px 72>24 +res`: the 1x1 projection (and the residual sum, `+res`);
-- `proj 14px s2 16>24`: a skipped block that must change shape (1x1 conv + BN);
+- `proj 14px s2 16>24`: a skipped block that must change shape (1x1 conv + BN), or the
+  projection shortcut of a shape-changing block (`skip where shapes differ: shortcut`);
 - `stem 28px ...`, `head 4px 56 ...`: the fixed stem, and head + pool + classifier per
   width of the last block.
 
@@ -108,19 +109,11 @@ def block_parts(block: ConcreteBlock, size_in: int) -> list[Part]:
     """The parts of one concrete block whose input is `size_in` x `size_in` pixels."""
     cin, cout, s = block.in_channels, block.out_channels, block.stride
     size_out = conv_out_size(size_in, 1, s)
+    projection = _part(
+        "proj", f"proj {size_in}px s{s} {cin}>{cout}", size=size_in, cin=cin, cout=cout, stride=s
+    )
     if block.kernel == SKIP_KERNEL:
-        if block.identity_shape:
-            return []
-        return [
-            _part(
-                "proj",
-                f"proj {size_in}px s{s} {cin}>{cout}",
-                size=size_in,
-                cin=cin,
-                cout=cout,
-                stride=s,
-            )
-        ]
+        return [] if block.identity_shape else [projection]
     mid, k, act, splits = block.mid_channels, block.kernel, block.act, block.splits
     parts = []
     if block.has_expand:
@@ -172,7 +165,9 @@ def block_parts(block: ConcreteBlock, size_in: int) -> list[Part]:
                 rd=sa,
             )
         )
-    residual = block.identity_shape
+    residual = block.identity_shape or block.has_shortcut
+    if block.has_shortcut:
+        parts.append(projection)
     parts.append(
         _part(
             "project",

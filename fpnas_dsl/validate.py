@@ -26,7 +26,7 @@ from fpnas_dsl.ir import Conv, Micro, Row, Space, Span, Value, Variable, VarName
 OPERATORS = ir.OPERATORS
 STRIDES = (1, 2)
 EXPANSION_OF = ("input", "output")
-SKIP_MODES = ("project", "forbid")
+SKIP_MODES = ("project", "shortcut", "forbid")
 SE_RELATIVE_TO = ("input", "expanded")
 GATES = ir.GATES
 BN_SETTINGS = ("eps", "momentum")

@@ -32,6 +32,7 @@ TINY_VARIANTS: dict[str, dict[str, Any]] = {
     "tiny": {},
     "tiny-output": {"expansion_of": "output"},
     "tiny-forbid": {"skip_mismatch": "forbid"},
+    "tiny-shortcut": {"skip_mismatch": "shortcut"},
     "tiny-se-input": {"se_relative_to": "input"},
     "tiny-block": {"block_scope": True},
     "tiny-nohead": {"head": False},

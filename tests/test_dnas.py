@@ -141,6 +141,7 @@ def test_expected_flops_equals_enumeration(variant: dict[str, bool | str]) -> No
         {},
         {"block_scope": True},
         {"expansion_of": "output", "skip_mismatch": "forbid"},
+        {"skip_mismatch": "shortcut"},
         {"share": ()},
     ],
 )

@@ -80,7 +80,10 @@ def by_blocks(space: Space, table: LatencyTable, idx: np.ndarray) -> float:
     return total + (table.network_overhead_s or 0.0)
 
 
-@pytest.mark.parametrize("variant", [{}, {"skip_mismatch": "forbid"}, {"block_scope": True}])
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"skip_mismatch": "forbid"}, {"skip_mismatch": "shortcut"}, {"block_scope": True}],
+)
 def test_vectorised_latency_is_the_sum_of_each_blocks_parts(variant: dict[str, Any]) -> None:
     space = tiny(16, **variant)
     table = fake_table(space)

@@ -444,3 +444,35 @@ def test_strided_pointwise_convolution_is_the_plain_one() -> None:
     for a, b in zip(ours, plain, strict=True):
         assert torch.allclose(a, b, atol=1e-5)
     assert torch.equal(conv2d(x, w, 2), torch.nn.functional.conv2d(x, w, stride=2))
+
+
+def test_a_shortcut_is_added_where_the_shape_changes_and_starts_the_block_as_it() -> None:
+    """`skip where shapes differ: shortcut`: a shape-changing MBConv adds its projection;
+    with the residual shared, its last batch-norm starts at zero, so the block starts as
+    its shortcut, which is exactly what skip gives."""
+    space = tiny(skip_mismatch="shortcut")
+    torch.manual_seed(0)
+    net = Supernet(space).eval()
+    x = torch.randn(2, space.in_channels, space.resolution, space.resolution)
+    archs = uniform_samples(space, 40, seed=2)
+    shortcuts = 0
+    for arch in archs:
+        plans, _ = net.plan(arch)
+        shortcuts += sum(p.shortcut for p in plans)
+        sub = net.subnet(arch).eval()
+        torch.testing.assert_close(net(x, arch), sub(x), rtol=1e-5, atol=1e-6)
+        for p, block in zip(plans, sub.blocks, strict=True):
+            assert getattr(block, "has_shortcut", False) == p.shortcut
+    assert shortcuts > 0
+    skipped = archs[0].copy()
+    plans, _ = net.plan(skipped)
+    i = next(i for i, p in enumerate(plans) if p.shortcut)
+    spec = space.blocks[i]
+    kernel = spec.var("kernel")
+    with_skip, with_conv = skipped.copy(), skipped.copy()
+    assert kernel.decision is not None and kernel.slot is not None
+    with_skip[kernel.decision, kernel.slot] = kernel.choices.index(0)
+    with_conv[kernel.decision, kernel.slot] = next(
+        j for j, k in enumerate(kernel.choices) if k != 0
+    )
+    torch.testing.assert_close(net(x, with_skip), net(x, with_conv))

@@ -350,7 +350,7 @@ CASES = [
         {6: "skip where shapes differ: projection"},
         6,
         27,
-        "unknown skip mode 'projection'; allowed: project, forbid",
+        "unknown skip mode 'projection'; allowed: project, shortcut, forbid",
     ),
     case(
         "gate",

@@ -200,7 +200,8 @@ class SplitAttention(nn.Module):
 
 class MBConv(nn.Module):
     """Inverted residual (MobileNetV2/V3): [1x1 expand] -> kxk depthwise -> attention ->
-    1x1 project, + input when stride is 1 and the channels match.
+    1x1 project, + input when stride is 1 and the channels match, + `shortcut(input)`
+    (a projection) otherwise when one is given.
 
     `splits` is the number of split-attention splits (the depthwise convolution then makes
     `mid_chs * splits` channels and `attn` must be a `SplitAttention`); 1 otherwise.
@@ -217,6 +218,7 @@ class MBConv(nn.Module):
         expand: bool = True,
         attn: nn.Module | None = None,
         splits: int = 1,
+        shortcut: nn.Module | None = None,
     ) -> None:
         super().__init__()
         dw_chs = mid_chs * splits
@@ -234,6 +236,10 @@ class MBConv(nn.Module):
         self.conv_pwl = nn.Conv2d(mid_chs, out_chs, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_chs)
         self.has_skip = stride == 1 and in_chs == out_chs
+        if shortcut is not None and self.has_skip:
+            raise ValueError("a block that keeps its shape has the identity as its shortcut")
+        self.has_shortcut = shortcut is not None
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         shortcut = x
@@ -243,6 +249,8 @@ class MBConv(nn.Module):
         x = self.bn3(self.conv_pwl(x))
         if self.has_skip:
             x = x + shortcut
+        elif self.has_shortcut:
+            x = x + self.shortcut(shortcut)
         return x
 
 

@@ -117,7 +117,11 @@ def build_block(block: ConcreteBlock) -> nn.Module:
         return FusedMBConv(cin, mid, cout, k, stride, act, expand=block.has_expand, attn=attn)
     if block.op == "ds":
         return DepthwiseSeparable(cin, cout, k, stride, act, attn=attn, splits=splits)
-    return MBConv(cin, mid, cout, k, stride, act, expand=block.has_expand, attn=attn, splits=splits)
+    shortcut = ConvBnAct(cin, cout, 1, stride) if block.has_shortcut else None
+    return MBConv(
+        cin, mid, cout, k, stride, act, expand=block.has_expand, attn=attn, splits=splits,
+        shortcut=shortcut,
+    )
 
 
 def make_layers(convs: Sequence[Conv], cin: int) -> nn.Sequential:

@@ -295,12 +295,15 @@ class RelaxedSupernet:
                     )
                     z = z * (w_kernel[ki] * w_att[ai] * w_act[fi])
                     mixed = z if mixed is None else mixed + z
-        if SKIP_KERNEL in t.kernels and block.skip is not None:
-            # The projection that skip becomes where the shape changes.
+        always = self.supernet.space.skip_mismatch == "shortcut"
+        if block.skip is not None and (always or SKIP_KERNEL in t.kernels):
+            # The projection that skip becomes where the shape changes; under `shortcut`
+            # every candidate keeps it (an MBConv adds it, skip is it alone).
             skip = block.skip
             y = F.conv2d(x, skip.conv.weight, None, skip.conv.stride, skip.conv.padding)
             y = skip.act(_bn(y, skip.bn, t.out_max, training))
-            y = y * (w_kernel[t.kernels.index(SKIP_KERNEL)] * (1 - p_same))
+            kept = 1 - p_same if always else w_kernel[t.kernels.index(SKIP_KERNEL)] * (1 - p_same)
+            y = y * kept
             mixed = y if mixed is None else mixed + y
         out = None if mixed is None else _mask(mixed, m_out)
         if bool(t.same.any()):

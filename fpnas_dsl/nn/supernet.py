@@ -16,7 +16,8 @@ It holds the weights of every choice once and runs one architecture per forward:
   following batch-norm undoes; split-attention weighs its splits equally). Split r of
   channel c is the r-th depthwise filter of c, so fewer splits use the leading filters.
   Sharing nothing gives the paper's setting: every (kernel, attention) pair its own MBConv.
-  The projection that `skip` becomes where the shape changes is its own 1x1 conv + BN;
+  The projection that `skip` becomes where the shape changes is its own 1x1 conv + BN
+  (under `skip where shapes differ: shortcut` also added to the block's MBConv output);
 - **residual** (also `Micro.share`): the last batch-norm of every block that always has a
   residual starts with gamma 0, so each sampled block starts as its shortcut (as
   AttentiveNAS and FBNetV2 initialise) and agrees with skip;
@@ -237,7 +238,8 @@ class SuperBlock(nn.Module):
                 for group in shape.groups
             }
         )
-        # The projection that `skip` becomes where the shape changes.
+        # The projection that `skip` becomes where the shape changes (and, under
+        # `shortcut`, the residual branch of every shape-changing MBConv).
         self.skip = (
             ConvBnAct(shape.in_max, shape.out_max, 1, spec.stride) if shape.projection else None
         )
@@ -311,6 +313,8 @@ class BlockPlan:
     attention: str = "none"
     #: The activation inside squeeze-excite (`Micro.se_act`, resolved for this block).
     se_act: str = "relu"
+    #: The projection is added to the MBConv's output (`skip where shapes differ: shortcut`).
+    shortcut: bool = False
 
 
 @dataclass(frozen=True)
@@ -460,6 +464,7 @@ class Supernet(nn.Module):
             kernel,
             attention,
             micro.se_act_for(act),
+            self.space.skip_mismatch == "shortcut" and not same_shape,
         )
 
     # ------------------------------------------------------------------ forward
@@ -473,7 +478,11 @@ class Supernet(nn.Module):
             block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
             if p.kind == "mbconv":
                 op: SharedMBConv = block.ops[p.op]  # type: ignore[index,assignment]
-                x = _run_mbconv(x, op, p, activation_fn(p.act), self._gate[i], training)
+                y = _run_mbconv(x, op, p, activation_fn(p.act), self._gate[i], training)
+                if p.shortcut:
+                    assert block.skip is not None
+                    y = y + _run_conv_bn_act(x, block.skip, p.cin, p.cout, training)
+                x = y
             elif p.kind == "project":
                 assert block.skip is not None
                 x = _run_conv_bn_act(x, block.skip, p.cin, p.cout, training)
@@ -504,11 +513,12 @@ class Supernet(nn.Module):
             if p.kind == "mbconv":
                 op: SharedMBConv = block.ops[p.op]  # type: ignore[index,assignment]
                 out.update({f"blocks.{i}.{k}": v for k, v in op.standalone_tensors(p).items()})
-            elif p.kind == "project":
+            if p.kind == "project" or p.shortcut:
                 assert block.skip is not None
                 conv, bn = block.skip.conv, block.skip.bn
-                out[f"blocks.{i}.conv.weight"] = _lead(conv.weight, p.cout, p.cin)
-                out.update(_bn_tensors(f"blocks.{i}.bn", bn, p.cout))
+                prefix = f"blocks.{i}.shortcut" if p.shortcut else f"blocks.{i}"
+                out[f"{prefix}.conv.weight"] = _lead(conv.weight, p.cout, p.cin)
+                out.update(_bn_tensors(f"{prefix}.bn", bn, p.cout))
         _add_whole(out, "head", self.head)
         _add_whole(out, "classifier", self.classifier)
         return out
