@@ -271,7 +271,7 @@ class RelaxedSupernet:
                 first = _widest(
                     t, group_name, op, t.kernels[members[0][0]], t.attentions[members[0][1]], 0
                 )
-                pre = op.expand(x, op.slices(first), training)
+                pre = op.expand(x, first, training)
             x_mid = _fit(x, t.mid_max) if bool(t.unexpanded.any()) else None
             for fi, act_name in enumerate(t.acts):
                 act = activation_fn(act_name)
@@ -284,7 +284,7 @@ class RelaxedSupernet:
                 for ki, ai in members:
                     attention = t.attentions[ai]
                     p = _widest(t, group_name, op, t.kernels[ki], attention, fi)
-                    z = op.body(h, op.slices(p), p, training, m_mid, m_att.get(attention))
+                    z = op.body(h, p, training, m_mid, m_att.get(attention))
                     z = z * (w_kernel[ki] * w_att[ai] * w_act[fi])
                     mixed = z if mixed is None else mixed + z
         if SKIP_KERNEL in t.kernels and block.skip is not None:

@@ -66,7 +66,7 @@ def lead(t: Tensor | None, rows: int, cols: int | None = None) -> Tensor:
     return t[:, :cols] if rows == t.shape[0] else t[:rows, :cols]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per layer per forward, frozen init is slower
 class NormSlice:
     """The leading `channels` of a widest batch-norm: its affine parameters, and its
     running statistics as views (a training forward updates them in place)."""

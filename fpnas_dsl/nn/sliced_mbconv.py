@@ -92,33 +92,66 @@ class SharedMBConv(nn.Module):
                 nn.init.zeros_(module.fc2.weight)
 
     # ------------------------------------------------------------------ slices
+    # One accessor per layer: which slice of which widest tensor a plan's layer gets.
+    # The dataflow calls each where the layer runs (so autograd records each view next
+    # to its use, as a hand-written forward would); `slices` lists them all by the
+    # standalone `MBConv`'s state-dict names.
+
+    def expand_weight(self, p: BlockPlan) -> Tensor:
+        assert self.conv_pw is not None
+        return lead(self.conv_pw.weight, p.mid, p.cin)
+
+    def expand_norm(self, p: BlockPlan) -> NormSlice:
+        assert self.bn1 is not None
+        return NormSlice(self.bn1, p.mid)
+
+    def depthwise_weight(self, p: BlockPlan) -> Tensor:
+        return self.depthwise(p.mid, p.splits, p.kernel)
+
+    def depthwise_norm(self, p: BlockPlan) -> NormSlice:
+        filters = radix(p.splits)
+        return NormSlice(self.bn2[f"r{filters}"], p.mid * filters)  # type: ignore[arg-type]
+
+    def _attention_layers(self, attention: str) -> tuple[nn.Conv2d, nn.Conv2d]:
+        m = self.attn[attention]
+        if isinstance(m, SqueezeExcite):
+            return m.conv_reduce, m.conv_expand
+        assert isinstance(m, SplitAttention)
+        return m.fc1, m.fc2
+
+    def attention_first(self, p: BlockPlan) -> tuple[Tensor, Tensor]:
+        """Weight and bias of the attention's first layer (SE's reduce, SA's fc1)."""
+        layer = self._attention_layers(p.attention)[0]
+        return lead(layer.weight, p.att, p.mid), lead(layer.bias, p.att)
+
+    def attention_second(self, p: BlockPlan) -> tuple[Tensor, Tensor]:
+        """Weight and bias of its second layer (SE's expand: one per channel; SA's fc2:
+        one per (channel, split))."""
+        layer = self._attention_layers(p.attention)[1]
+        rows = p.mid * radix(p.splits)
+        return lead(layer.weight, rows, p.att), lead(layer.bias, rows)
+
+    def project_weight(self, p: BlockPlan) -> Tensor:
+        return lead(self.conv_pwl.weight, p.cout, p.mid)
+
+    def project_norm(self, p: BlockPlan) -> NormSlice:
+        return NormSlice(self.bn3, p.cout)
 
     def slices(self, p: BlockPlan) -> Slices:
-        """The slices of this group that the standalone `MBConv` of plan `p` is made of,
-        by its state-dict names (the one place that says which)."""
+        """Every layer's slice for the standalone `MBConv` of plan `p`, by its names."""
         w: dict[str, Tensor] = {}
         norms: dict[str, NormSlice] = {}
         if p.expand:
-            assert self.conv_pw is not None and self.bn1 is not None
-            w["conv_pw.weight"] = lead(self.conv_pw.weight, p.mid, p.cin)
-            norms["bn1"] = NormSlice(self.bn1, p.mid)
-        filters = radix(p.splits)
-        w["conv_dw.weight"] = self.depthwise(p.mid, p.splits, p.kernel)
-        norms["bn2"] = NormSlice(self.bn2[f"r{filters}"], p.mid * filters)  # type: ignore[arg-type]
-        if p.splits == 1:
-            se: SqueezeExcite = self.attn[p.attention]  # type: ignore[assignment]
-            w["attn.conv_reduce.weight"] = lead(se.conv_reduce.weight, p.att, p.mid)
-            w["attn.conv_reduce.bias"] = lead(se.conv_reduce.bias, p.att)
-            w["attn.conv_expand.weight"] = lead(se.conv_expand.weight, p.mid, p.att)
-            w["attn.conv_expand.bias"] = lead(se.conv_expand.bias, p.mid)
-        elif p.splits >= 2:
-            sa: SplitAttention = self.attn[p.attention]  # type: ignore[assignment]
-            w["attn.fc1.weight"] = lead(sa.fc1.weight, p.att, p.mid)
-            w["attn.fc1.bias"] = lead(sa.fc1.bias, p.att)
-            w["attn.fc2.weight"] = lead(sa.fc2.weight, p.mid * p.splits, p.att)
-            w["attn.fc2.bias"] = lead(sa.fc2.bias, p.mid * p.splits)
-        w["conv_pwl.weight"] = lead(self.conv_pwl.weight, p.cout, p.mid)
-        norms["bn3"] = NormSlice(self.bn3, p.cout)
+            w["conv_pw.weight"] = self.expand_weight(p)
+            norms["bn1"] = self.expand_norm(p)
+        w["conv_dw.weight"] = self.depthwise_weight(p)
+        norms["bn2"] = self.depthwise_norm(p)
+        if p.splits >= 1:
+            first, second = ("conv_reduce", "conv_expand") if p.splits == 1 else ("fc1", "fc2")
+            w[f"attn.{first}.weight"], w[f"attn.{first}.bias"] = self.attention_first(p)
+            w[f"attn.{second}.weight"], w[f"attn.{second}.bias"] = self.attention_second(p)
+        w["conv_pwl.weight"] = self.project_weight(p)
+        norms["bn3"] = self.project_norm(p)
         return Slices(w, norms)
 
     def standalone_tensors(self, p: BlockPlan) -> dict[str, Tensor]:
@@ -130,24 +163,21 @@ class SharedMBConv(nn.Module):
 
     def run(self, x: Tensor, p: BlockPlan, training: bool) -> Tensor:
         """`MBConv.forward` of plan `p` on the leading channels of this group."""
-        s = self.slices(p)
         shortcut = x
         if p.expand:
-            x = activation_fn(p.act)(self.expand(x, s, training))
-        x = self.body(x, s, p, training)
+            x = activation_fn(p.act)(self.expand(x, p, training))
+        x = self.body(x, p, training)
         if p.residual:
             x = x + shortcut
         return x
 
-    @staticmethod
-    def expand(x: Tensor, s: Slices, training: bool) -> Tensor:
+    def expand(self, x: Tensor, p: BlockPlan, training: bool) -> Tensor:
         """The 1x1 expansion and its batch-norm, before the activation."""
-        return s.norms["bn1"](F.conv2d(x, s.weights["conv_pw.weight"]), training)
+        return self.expand_norm(p)(F.conv2d(x, self.expand_weight(p)), training)
 
     def body(
         self,
         x: Tensor,
-        s: Slices,
         p: BlockPlan,
         training: bool,
         mid_mask: Tensor | None = None,
@@ -161,27 +191,25 @@ class SharedMBConv(nn.Module):
         `hidden_mask` the attention's bottleneck channels (its leading entries) after
         its first layer."""
         act = activation_fn(p.act)
-        mid, splits, w = p.mid, p.splits, s.weights
+        mid, splits = p.mid, p.splits
         filters = radix(splits)
-        x = F.conv2d(x, w["conv_dw.weight"], None, self.stride, p.kernel // 2, 1, mid)
-        x = act(s.norms["bn2"](x, training))
+        x = F.conv2d(x, self.depthwise_weight(p), None, self.stride, p.kernel // 2, 1, mid)
+        x = act(self.depthwise_norm(p)(x, training))
         if mid_mask is not None:
             x = scale_channels(x, mid_mask.repeat_interleave(filters) if filters > 1 else mid_mask)
         if splits == 1:
             g = x.mean((2, 3), keepdim=True)
-            g = activation_fn(p.se_act)(
-                F.conv2d(g, w["attn.conv_reduce.weight"], w["attn.conv_reduce.bias"])
-            )
+            g = activation_fn(p.se_act)(F.conv2d(g, *self.attention_first(p)))
             if hidden_mask is not None:
                 g = scale_channels(g, hidden_mask[: g.shape[1]])
-            g = F.conv2d(g, w["attn.conv_expand.weight"], w["attn.conv_expand.bias"])
+            g = F.conv2d(g, *self.attention_second(p))
             x = x * gate_fn(self.gate)(g)
         elif splits >= 2:
             x5 = torch.unflatten(x, 1, (mid, splits))
             gap = x5.sum(2).mean((2, 3), keepdim=True)
-            a = F.relu(F.conv2d(gap, w["attn.fc1.weight"], w["attn.fc1.bias"]))
+            a = F.relu(F.conv2d(gap, *self.attention_first(p)))
             if hidden_mask is not None:
                 a = scale_channels(a, hidden_mask[: a.shape[1]])
-            a = F.conv2d(a, w["attn.fc2.weight"], w["attn.fc2.bias"])
+            a = F.conv2d(a, *self.attention_second(p))
             x = (x5 * torch.unflatten(a, 1, (mid, splits)).softmax(2)).sum(2)
-        return s.norms["bn3"](F.conv2d(x, w["conv_pwl.weight"]), training)
+        return self.project_norm(p)(F.conv2d(x, self.project_weight(p)), training)
