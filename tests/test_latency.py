@@ -270,7 +270,7 @@ def test_search_for_a_latency_target_and_resume_with_another_table(
 
 
 def test_fitted_overheads() -> None:
-    from fpnas_dsl.commands.latency import fit_overheads
+    from fpnas_dsl.calibration import fit_overheads
 
     counts = np.arange(10.0, 40.0)
     assert fit_overheads(1e-3 + 2e-5 * counts, counts) == pytest.approx((1e-3, 2e-5))

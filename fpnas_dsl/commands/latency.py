@@ -12,7 +12,7 @@ stop it after the parts being measured, with the table saved and exit 143 or 130
 is filled only with the settings it was started with (backend, device, batch, threads,
 space, input).
 Then `--calibrate N` random networks are measured end to end to fit the per-network
-overhead (the median of measured minus the sum of parts).
+and per-part overheads (`fpnas_dsl.calibration`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from fpnas_dsl.errors import FpnasError, Interrupted
 from fpnas_dsl.stopping import StopRequest
 
 SAVE_EVERY_S = 20.0
-CALIBRATION_ROUNDS = 3
 #: Parts measured together, in turn (`measure.measure_parts`).
 GROUP = 24
 
@@ -261,20 +260,12 @@ def _measure(
 def _calibrate(
     space: Any, table: Any, timer: Any, args: argparse.Namespace, parts: Any, stop: StopRequest
 ) -> None:
-    import numpy as np
     from tqdm import tqdm
 
-    from fpnas_dsl.ir import uniform_samples
-    from fpnas_dsl.latency import LatencyModel
-    from fpnas_dsl.measure import measure_networks
+    from fpnas_dsl.calibration import CALIBRATION_ROUNDS, calibrate
 
-    table.network_overhead_s = table.part_overhead_s = None
-    model = LatencyModel(space, table, parts)
-    archs = uniform_samples(space, args.calibrate, seed=10_000 + args.seed)
-    predicted = model.price(archs)
-    counts = model.part_counts(archs)
     with tqdm(
-        total=len(archs) * CALIBRATION_ROUNDS,
+        total=args.calibrate * CALIBRATION_ROUNDS,
         desc="calibration",
         unit="net",
         disable=args.no_progress or None,
@@ -285,72 +276,7 @@ def _calibrate(
             if stop.requested:  # the parts are saved; a calibration is redone whole
                 raise _stopped(stop, "during the calibration", Path(args.out))
 
-        measured = measure_networks(space, archs, timer, args.batch, CALIBRATION_ROUNDS, progress)
-    network, per_part = fit_overheads(measured - predicted, counts, measured)
-    corrected = predicted + network + per_part * counts
-    table.network_overhead_s, table.part_overhead_s = network, per_part
-    table.calibration = {
-        "networks": int(args.calibrate),
-        "seed": 10_000 + args.seed,
-        "rounds": CALIBRATION_ROUNDS,
-        "network_overhead_s": network,
-        "part_overhead_s": per_part,
-        "mape_pct": float(np.mean(np.abs(corrected - measured) / measured) * 100),
-    }
-
-
-def fit_overheads(missed: Any, counts: Any, measured: Any | None = None) -> tuple[float, float]:
-    """(per network, per part) seconds that the sum of parts misses: `missed = network +
-    per_part x counts`. Either may be below 0: ONNX Runtime pays a session call per part
-    in the table but one per network, torch's parts run hotter alone than in a network
-    (`LatencyModel` keeps every corrected part at 0 or more).
-
-    Four models compete: no correction, the per-network constant alone (the median), the
-    per-part one alone, both by least squares on relative residuals (divided by
-    `measured`); with `measured`, the one of least leave-one-out mean absolute percentage
-    error wins (on a noisy machine a two-parameter fit on 20 networks can be worse than
-    none), else the least-squares one.
-    With too few networks, or parts per network that barely vary, only the constant is
-    fitted."""
-    import numpy as np
-
-    missed, counts = np.asarray(missed, dtype=float), np.asarray(counts, dtype=float)
-    if len(missed) < 6 or np.ptp(counts) < 3:
-        return float(np.median(missed)), 0.0
-
-    # Relative residuals: small networks weigh as much as large ones (what MAPE counts).
-    weight = np.ones_like(missed) if measured is None else 1 / np.asarray(measured, float)
-
-    def least_squares(m: Any, c: Any, w: Any) -> tuple[float, float]:
-        design = np.stack([np.ones_like(c), c], axis=1) * w[:, None]
-        (network, per_part), *_ = np.linalg.lstsq(design, m * w, rcond=None)
-        return float(network), float(per_part)
-
-    def constant(m: Any, c: Any, w: Any) -> tuple[float, float]:
-        return float(np.median(m)), 0.0
-
-    def nothing(m: Any, c: Any, w: Any) -> tuple[float, float]:
-        return 0.0, 0.0
-
-    def per_part_only(m: Any, c: Any, w: Any) -> tuple[float, float]:
-        cw = c * w
-        return 0.0, float(cw @ (m * w) / (cw @ cw))
-
-    if measured is None:
-        return least_squares(missed, counts, weight)
-    keep = np.ones(len(missed), dtype=bool)
-
-    def loo_error(fit: Any) -> float:
-        errors = []
-        for i in range(len(missed)):
-            keep[:] = True
-            keep[i] = False
-            network, per_part = fit(missed[keep], counts[keep], weight[keep])
-            errors.append(abs(missed[i] - network - per_part * counts[i]) * weight[i])
-        return float(np.mean(errors))
-
-    best = min((nothing, constant, per_part_only, least_squares), key=loo_error)
-    return best(missed, counts, weight)
+        calibrate(space, table, timer, args.batch, args.calibrate, args.seed, parts, progress)
 
 
 def _compare(args: argparse.Namespace, space: Any, table: Any, timer: Any) -> int:

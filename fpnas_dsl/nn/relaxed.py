@@ -17,24 +17,28 @@ architecture). Per block:
   (a row's channels that are also the next block's input) counts once;
 - the residual is added with the probability that the block keeps its shape.
 
-With one-hot weights this is the supernet's forward of that architecture (up to float
-rounding): the masked channels are exactly zero and the leading ones see the same weights.
+Each candidate runs the sliced MBConv dataflow the supernet runs (`SharedMBConv.expand`
+and `.body` in `nn.sliced_mbconv`) on the slices of its plan at the widest, the masks
+passed in where the channels they weigh are formed. With one-hot weights this is the
+supernet's forward of that architecture (up to float rounding): the masked channels are
+exactly zero and the leading ones see the same weights.
 A step costs the full width times every candidate: the memory and time FP-NAS avoids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fpnas_dsl.footprint import radix
 from fpnas_dsl.ir import ATTENTION_SPLITS, SKIP_KERNEL, BlockSpec, Slot, Space, mid_channels
-from fpnas_dsl.nn.blocks import ConvBnAct, SplitAttention, SqueezeExcite, activation_fn
-from fpnas_dsl.nn.supernet import SharedMBConv, SuperBlock, Supernet, _bn, _lead
+from fpnas_dsl.nn.blocks import SplitAttention, SqueezeExcite, activation_fn
+from fpnas_dsl.nn.sliced import BlockPlan, conv_bn_act, scale_channels
+from fpnas_dsl.nn.sliced_mbconv import SharedMBConv
+from fpnas_dsl.nn.supernet import SuperBlock, Supernet
 
 __all__ = [
     "Masks",
@@ -211,10 +215,6 @@ def _fit(x: Tensor, channels: int) -> Tensor:
     return F.pad(x, (0, 0, 0, 0, 0, channels - have))
 
 
-def _mask(x: Tensor, mask: Tensor) -> Tensor:
-    return x * mask.to(x.dtype)[None, :, None, None]
-
-
 class RelaxedSupernet:
     """The DNAS forward over a `Supernet`'s parameters (see the module docstring)."""
 
@@ -240,19 +240,8 @@ class RelaxedSupernet:
         x = net.stem(x)
         for i, tables in enumerate(self._tables):
             block: SuperBlock = net.blocks[i]  # type: ignore[assignment]
-            x = self._block(x, block, tables, weights, net._gate[i], training)
-        for m in net.head:
-            conv: ConvBnAct = m  # type: ignore[assignment]
-            x = F.conv2d(x, conv.conv.weight, None, conv.conv.stride, conv.conv.padding)
-            x = conv.act(_bn(x, conv.bn, conv.conv.out_channels, training))
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        for layer in net.classifier:
-            x = (
-                F.linear(x, layer.weight, layer.bias)
-                if isinstance(layer, torch.nn.Linear)
-                else layer(x)
-            )
-        return x
+            x = self._block(x, block, tables, weights, training)
+        return net.forward_head(x, x.shape[1])
 
     def _block(
         self,
@@ -260,7 +249,6 @@ class RelaxedSupernet:
         block: SuperBlock,
         t: _BlockTables,
         weights: Weights,
-        gate: Callable[[Tensor], Tensor],
         training: bool,
     ) -> Tensor:
         m = _masks(t, weights, x.device)
@@ -277,35 +265,37 @@ class RelaxedSupernet:
                 for ai, a in enumerate(t.attentions)
                 if k != SKIP_KERNEL and block.group_of[(k, a)] == group_name
             ]
+            assert members, group_name
             pre = None
-            if op.conv_pw is not None and op.bn1 is not None:
-                pre = _bn(F.conv2d(x, op.conv_pw.weight), op.bn1, t.mid_max, training)
+            if op.conv_pw is not None:
+                first = _widest(
+                    t, group_name, op, t.kernels[members[0][0]], t.attentions[members[0][1]], 0
+                )
+                pre = op.expand(x, first, training)
             x_mid = _fit(x, t.mid_max) if bool(t.unexpanded.any()) else None
             for fi, act_name in enumerate(t.acts):
                 act = activation_fn(act_name)
                 h: Tensor | None = None
                 if pre is not None:
-                    h = _mask(act(pre), m_expanded)
+                    h = scale_channels(act(pre), m_expanded)
                 if x_mid is not None:
                     h = x_mid * p_unexpanded if h is None else h + x_mid * p_unexpanded
                 assert h is not None
                 for ki, ai in members:
-                    z = _candidate(
-                        h, op, t, t.kernels[ki], t.attentions[ai], fi, m_mid, m_att, gate, training
-                    )
+                    attention = t.attentions[ai]
+                    p = _widest(t, group_name, op, t.kernels[ki], attention, fi)
+                    z = op.body(h, p, training, m_mid, m_att.get(attention))
                     z = z * (w_kernel[ki] * w_att[ai] * w_act[fi])
                     mixed = z if mixed is None else mixed + z
         always = self.supernet.space.skip_mismatch == "shortcut"
         if block.skip is not None and (always or SKIP_KERNEL in t.kernels):
             # The projection that skip becomes where the shape changes; under `shortcut`
             # every candidate keeps it (an MBConv adds it, skip is it alone).
-            skip = block.skip
-            y = F.conv2d(x, skip.conv.weight, None, skip.conv.stride, skip.conv.padding)
-            y = skip.act(_bn(y, skip.bn, t.out_max, training))
+            y = conv_bn_act(x, block.skip, t.in_max, t.out_max, training, workaround=False)
             kept = 1 - p_same if always else w_kernel[t.kernels.index(SKIP_KERNEL)] * (1 - p_same)
             y = y * kept
             mixed = y if mixed is None else mixed + y
-        out = None if mixed is None else _mask(mixed, m_out)
+        out = None if mixed is None else scale_channels(mixed, m_out)
         if bool(t.same.any()):
             shortcut = _fit(x, t.out_max) * p_same
             out = shortcut if out is None else out + shortcut
@@ -354,41 +344,30 @@ def _masks(t: _BlockTables, weights: Weights, device: torch.device) -> Masks:
     )
 
 
-def _candidate(
-    h: Tensor,
-    op: SharedMBConv,
-    t: _BlockTables,
-    kernel: int,
-    attention: str,
-    act_index: int,
-    m_mid: Tensor,
-    m_att: dict[str, Tensor],
-    gate: Callable[[Tensor], Tensor],
-    training: bool,
-) -> Tensor:
-    """One (kernel, attention, activation) candidate at the widest, before its output mask
-    (`_run_mbconv` on every channel, masked)."""
-    act = activation_fn(t.acts[act_index])
-    mid = t.mid_max
+def _widest(
+    t: _BlockTables, group: str, op: SharedMBConv, kernel: int, attention: str, act_index: int
+) -> BlockPlan:
+    """The plan of one (kernel, attention, activation) candidate on every channel of the
+    block (its masks then weigh the widths)."""
     splits = ATTENTION_SPLITS[attention]
-    filters = radix(splits)
-    y = F.conv2d(h, op.depthwise(mid, splits, kernel), None, op.stride, kernel // 2, 1, mid)
-    y = act(_bn(y, op.bn2[f"r{filters}"], mid * filters, training))  # type: ignore[arg-type]
-    y = _mask(y, m_mid.repeat_interleave(filters) if filters > 1 else m_mid)
-    if splits == 1:
-        se: SqueezeExcite = op.attn[attention]  # type: ignore[assignment]
-        se_act = activation_fn(t.se_acts[act_index])
-        s = y.mean((2, 3), keepdim=True)
-        s = se_act(F.conv2d(s, se.conv_reduce.weight, se.conv_reduce.bias))
-        s = _mask(s, m_att[attention][: s.shape[1]])
-        s = F.conv2d(s, se.conv_expand.weight, se.conv_expand.bias)
-        y = y * gate(s)
-    elif splits >= 2:
-        sa: SplitAttention = op.attn[attention]  # type: ignore[assignment]
-        y5 = torch.unflatten(y, 1, (mid, splits))
-        gap = y5.sum(2).mean((2, 3), keepdim=True)
-        a = F.relu(F.conv2d(gap, sa.fc1.weight, sa.fc1.bias))
-        a = _mask(a, m_att[attention][: a.shape[1]])
-        a = F.conv2d(a, _lead(sa.fc2.weight, mid * splits), _lead(sa.fc2.bias, mid * splits))
-        y = (y5 * torch.unflatten(a, 1, (mid, splits)).softmax(2)).sum(2)
-    return _bn(F.conv2d(y, op.conv_pwl.weight), op.bn3, t.out_max, training)
+    att = 0
+    module = op.attn[attention] if splits >= 1 else None
+    if isinstance(module, SqueezeExcite):
+        att = module.conv_reduce.out_channels
+    elif isinstance(module, SplitAttention):
+        att = module.fc1.out_channels
+    return BlockPlan(
+        "mbconv",
+        group,
+        t.in_max,
+        t.mid_max,
+        t.out_max,
+        att,
+        splits,
+        t.acts[act_index],
+        op.conv_pw is not None,
+        False,
+        kernel,
+        attention,
+        t.se_acts[act_index],
+    )

@@ -27,8 +27,8 @@ It holds the weights of every choice once and runs one architecture per forward:
   of splits, since its channels are (channel, split) pairs.
 
 `subnet(arch)` is `build_network(space, arch)` with every tensor copied out of the
-supernet by the same accessors the forward uses (`SharedMBConv.standalone_tensors`):
-the same function as the supernet on that architecture.
+supernet from the same slices the forward runs on (`nn.sliced`, `SharedMBConv.slices`
+in `nn.sliced_mbconv`): the same function as the supernet on that architecture.
 
 The forward is a precomputed plan per architecture (cached): for each block, the weight
 group and the widths, found from per-block slot lookups without building any readable
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fpnas_dsl.cost import cost_model
-from fpnas_dsl.footprint import GroupShape, block_shape, radix
+from fpnas_dsl.footprint import block_shape
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
     SKIP_KERNEL,
@@ -60,158 +60,20 @@ from fpnas_dsl.ir import (
     encode,
     mid_channels,
 )
-from fpnas_dsl.nn.blocks import (
-    ConvBnAct,
-    SplitAttention,
-    SqueezeExcite,
-    activation_fn,
-    conv2d,
-    gate_fn,
-    init_weights,
-    set_batchnorm,
-)
+from fpnas_dsl.nn.blocks import ConvBnAct, init_weights, set_batchnorm
 from fpnas_dsl.nn.network import Network, build_network, make_classifier
+from fpnas_dsl.nn.sliced import (
+    BlockPlan,
+    SlicedOp,
+    conv_bn_act,
+    conv_bn_act_slices,
+    linear_slices,
+)
+from fpnas_dsl.nn.sliced_mbconv import SharedMBConv
 
-__all__ = ["SharedMBConv", "Supernet"]
+__all__ = ["SuperBlock", "Supernet"]
 
 _PLAN_CACHE = 256
-
-
-def _lead(t: Tensor | None, rows: int, cols: int | None = None) -> Tensor:
-    """The leading [:rows, :cols] block of a weight; the tensor itself when that is all of
-    it (a full slice would still cost a zero-filled gradient copy in backward)."""
-    assert t is not None
-    if cols is None or cols == t.shape[1]:
-        return t if rows == t.shape[0] else t[:rows]
-    return t[:, :cols] if rows == t.shape[0] else t[:rows, :cols]
-
-
-def _bn(x: Tensor, bn: nn.BatchNorm2d, channels: int, training: bool) -> Tensor:
-    """Batch-norm over the leading `channels` of a widest batch-norm (stats updated in
-    place). `momentum = None` is a cumulative average, as in `nn.BatchNorm2d`."""
-    assert bn.running_mean is not None and bn.running_var is not None
-    momentum = bn.momentum
-    if training and momentum is None:
-        assert bn.num_batches_tracked is not None
-        bn.num_batches_tracked.add_(1)
-        momentum = 1.0 / float(bn.num_batches_tracked)
-    return F.batch_norm(
-        x,
-        bn.running_mean[:channels],
-        bn.running_var[:channels],
-        _lead(bn.weight, channels),
-        _lead(bn.bias, channels),
-        training,
-        0.0 if momentum is None else momentum,
-        bn.eps,
-    )
-
-
-def _bn_tensors(prefix: str, bn: nn.BatchNorm2d, channels: int) -> dict[str, Tensor]:
-    assert bn.running_mean is not None and bn.running_var is not None
-    assert bn.num_batches_tracked is not None
-    return {
-        f"{prefix}.weight": bn.weight[:channels],
-        f"{prefix}.bias": bn.bias[:channels],
-        f"{prefix}.running_mean": bn.running_mean[:channels],
-        f"{prefix}.running_var": bn.running_var[:channels],
-        f"{prefix}.num_batches_tracked": bn.num_batches_tracked,
-    }
-
-
-# ----------------------------------------------------------------------------------
-# A weight group: the candidates of a block that share one set of weights.
-
-
-class SharedMBConv(nn.Module):
-    """The weights of one or more (kernel, attention) candidates of an MBConv block, at
-    their widest: `conv_pw`, `bn1`, one depthwise `conv_dw` at the largest kernel with the
-    most filters per channel, `bn2[r{R}]` per number of filters per channel, the attention
-    add-ons `attn[se|sa2|sa4]`, `conv_pwl`, `bn3`."""
-
-    def __init__(
-        self,
-        in_max: int,
-        mid_max: int,
-        out_max: int,
-        group: GroupShape,
-        stride: int,
-        expand: bool,
-        attention_width: dict[str, int],
-        gate: str,
-    ) -> None:
-        super().__init__()
-        self.radix_max = group.radix_max
-        self.kernel = kernel = group.kernel
-        self.stride = stride
-        self.conv_pw = nn.Conv2d(in_max, mid_max, 1, bias=False) if expand else None
-        self.bn1 = nn.BatchNorm2d(mid_max) if expand else None
-        self.conv_dw = nn.Conv2d(
-            mid_max,
-            mid_max * self.radix_max,
-            kernel,
-            stride,
-            kernel // 2,
-            groups=mid_max,
-            bias=False,
-        )
-        self.bn2 = nn.ModuleDict({f"r{r}": nn.BatchNorm2d(mid_max * r) for r in group.radices})
-        self.attn = nn.ModuleDict()
-        for a in group.attentions:
-            splits = ATTENTION_SPLITS[a]
-            if splits == 1:
-                self.attn[a] = SqueezeExcite(mid_max, attention_width[a], gate)
-            elif splits >= 2:
-                self.attn[a] = SplitAttention(mid_max, splits, attention_width[a])
-        self.conv_pwl = nn.Conv2d(mid_max, out_max, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(out_max)
-
-    def depthwise(self, mid: int, splits: int, kernel: int) -> Tensor:
-        """The depthwise weight [mid * R, 1, k, k] of `mid` channels, R filters each."""
-        w = self.conv_dw.weight
-        filters = radix(splits)
-        if filters == self.radix_max and kernel == self.kernel:
-            return _lead(w, mid * filters)
-        big = self.kernel
-        lo, hi = (big - kernel) // 2, (big + kernel) // 2
-        w = w.view(-1, self.radix_max, big, big)[:mid, :filters, lo:hi, lo:hi]
-        return w.reshape(mid * filters, 1, kernel, kernel)
-
-    @torch.no_grad()
-    def start_near_identity(self) -> None:
-        """Attention add-ons start as a constant (SE) or an equal-weight sum (splits)."""
-        for module in self.attn.values():
-            if isinstance(module, SqueezeExcite):
-                nn.init.zeros_(module.conv_expand.weight)
-            elif isinstance(module, SplitAttention):
-                nn.init.zeros_(module.fc2.weight)
-
-    def standalone_tensors(self, p: BlockPlan) -> dict[str, Tensor]:
-        """The tensors of the standalone `MBConv` of plan `p`, by its state-dict names,
-        as (views of) this group's: what `subnet()` copies out."""
-        out: dict[str, Tensor] = {}
-        if p.expand:
-            assert self.conv_pw is not None and self.bn1 is not None
-            out["conv_pw.weight"] = _lead(self.conv_pw.weight, p.mid, p.cin)
-            out.update(_bn_tensors("bn1", self.bn1, p.mid))
-        filters = radix(p.splits)
-        out["conv_dw.weight"] = self.depthwise(p.mid, p.splits, p.kernel)
-        out.update(_bn_tensors("bn2", self.bn2[f"r{filters}"], p.mid * filters))  # type: ignore[arg-type]
-        if p.splits == 1:
-            se: SqueezeExcite = self.attn[p.attention]  # type: ignore[assignment]
-            out["attn.conv_reduce.weight"] = _lead(se.conv_reduce.weight, p.att, p.mid)
-            out["attn.conv_reduce.bias"] = _lead(se.conv_reduce.bias, p.att)
-            out["attn.conv_expand.weight"] = _lead(se.conv_expand.weight, p.mid, p.att)
-            out["attn.conv_expand.bias"] = _lead(se.conv_expand.bias, p.mid)
-        elif p.splits >= 2:
-            sa: SplitAttention = self.attn[p.attention]  # type: ignore[assignment]
-            out["attn.fc1.weight"] = _lead(sa.fc1.weight, p.att, p.mid)
-            out["attn.fc1.bias"] = _lead(sa.fc1.bias, p.att)
-            out["attn.fc2.weight"] = _lead(sa.fc2.weight, p.mid * p.splits, p.att)
-            out["attn.fc2.bias"] = _lead(sa.fc2.bias, p.mid * p.splits)
-        out["conv_pwl.weight"] = _lead(self.conv_pwl.weight, p.cout, p.mid)
-        out.update(_bn_tensors("bn3", self.bn3, p.cout))
-        return out
 
 
 class SuperBlock(nn.Module):
@@ -246,75 +108,8 @@ class SuperBlock(nn.Module):
         self.always_residual = shape.always_residual
 
 
-def _run_mbconv(
-    x: Tensor,
-    op: SharedMBConv,
-    p: BlockPlan,
-    act: Callable[[Tensor], Tensor],
-    gate: Callable[[Tensor], Tensor],
-    training: bool,
-) -> Tensor:
-    """MBConv.forward of plan `p` on the leading channels of a weight group (see `MBConv`)."""
-    shortcut = x
-    cin, mid, cout, att, splits = p.cin, p.mid, p.cout, p.att, p.splits
-    if p.expand:
-        assert op.conv_pw is not None and op.bn1 is not None
-        x = act(_bn(F.conv2d(x, _lead(op.conv_pw.weight, mid, cin)), op.bn1, mid, training))
-    width = mid * radix(splits)
-    x = F.conv2d(x, op.depthwise(mid, splits, p.kernel), None, op.stride, p.kernel // 2, 1, mid)
-    x = act(_bn(x, op.bn2[f"r{radix(splits)}"], width, training))  # type: ignore[arg-type]
-    if splits == 1:
-        se: SqueezeExcite = op.attn[p.attention]  # type: ignore[assignment]
-        reduce, expand_ = se.conv_reduce, se.conv_expand
-        s = x.mean((2, 3), keepdim=True)
-        s = activation_fn(p.se_act)(
-            F.conv2d(s, _lead(reduce.weight, att, mid), _lead(reduce.bias, att))
-        )
-        s = F.conv2d(s, _lead(expand_.weight, mid, att), _lead(expand_.bias, mid))
-        x = x * gate(s)
-    elif splits >= 2:
-        sa: SplitAttention = op.attn[p.attention]  # type: ignore[assignment]
-        x = torch.unflatten(x, 1, (mid, splits))
-        gap = x.sum(2).mean((2, 3), keepdim=True)
-        a = F.relu(F.conv2d(gap, _lead(sa.fc1.weight, att, mid), _lead(sa.fc1.bias, att)))
-        a = F.conv2d(a, _lead(sa.fc2.weight, width, att), _lead(sa.fc2.bias, width))
-        x = (x * torch.unflatten(a, 1, (mid, splits)).softmax(2)).sum(2)
-    x = _bn(F.conv2d(x, _lead(op.conv_pwl.weight, cout, mid)), op.bn3, cout, training)
-    if p.residual:
-        x = x + shortcut
-    return x
-
-
-def _run_conv_bn_act(x: Tensor, m: ConvBnAct, cin: int, cout: int, training: bool) -> Tensor:
-    conv = m.conv
-    x = conv2d(x, _lead(conv.weight, cout, cin), conv.stride[0], conv.padding[0])  # type: ignore[arg-type]
-    return m.act(_bn(x, m.bn, cout, training))  # type: ignore[no-any-return]
-
-
 # ----------------------------------------------------------------------------------
 # Plans: what one architecture runs.
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """One block of one architecture: which weight group and which widths."""
-
-    kind: str  # "mbconv", "identity" or "project"
-    op: str | None
-    cin: int
-    mid: int
-    cout: int
-    att: int
-    splits: int
-    act: str
-    expand: bool
-    residual: bool
-    kernel: int = 0
-    attention: str = "none"
-    #: The activation inside squeeze-excite (`Micro.se_act`, resolved for this block).
-    se_act: str = "relu"
-    #: The projection is added to the MBConv's output (`skip where shapes differ: shortcut`).
-    shortcut: bool = False
 
 
 @dataclass(frozen=True)
@@ -370,7 +165,6 @@ class Supernet(nn.Module):
         self.to_empty(device=torch.get_default_device() if device is None else device)
         self.reset_parameters()
         self._lookups = [_Lookup.of(spec) for spec in space.blocks]
-        self._gate = {i: gate_fn(spec.micro.gate) for i, spec in enumerate(space.blocks)}
         self._plans: OrderedDict[bytes, tuple[list[BlockPlan], int]] = OrderedDict()
         self._layout_shape = (len(space.layout.decisions), space.layout.max_variables)
 
@@ -476,25 +270,30 @@ class Supernet(nn.Module):
         x = self.stem(x)
         for i, p in enumerate(plans):
             block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
-            if p.kind == "mbconv":
-                op: SharedMBConv = block.ops[p.op]  # type: ignore[index,assignment]
-                y = _run_mbconv(x, op, p, activation_fn(p.act), self._gate[i], training)
+            if p.op is not None:
+                op: SlicedOp = block.ops[p.op]  # type: ignore[assignment]
+                y = op.run(x, p, training)
                 if p.shortcut:
                     assert block.skip is not None
-                    y = y + _run_conv_bn_act(x, block.skip, p.cin, p.cout, training)
+                    y = y + conv_bn_act(x, block.skip, p.cin, p.cout, training)
                 x = y
             elif p.kind == "project":
                 assert block.skip is not None
-                x = _run_conv_bn_act(x, block.skip, p.cin, p.cout, training)
-        cin = head_in
+                x = conv_bn_act(x, block.skip, p.cin, p.cout, training)
+        return self.forward_head(x, head_in)
+
+    def forward_head(self, x: Tensor, cin: int) -> Tensor:
+        """Head, pool and classifier on the last block's output of `cin` channels."""
+        training = self.training
         for m in self.head:
             conv: ConvBnAct = m  # type: ignore[assignment]
-            x = _run_conv_bn_act(x, conv, cin, conv.conv.out_channels, training)
+            x = conv_bn_act(x, conv, cin, conv.conv.out_channels, training)
             cin = conv.conv.out_channels
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         for layer in self.classifier:
             if isinstance(layer, nn.Linear):
-                x = F.linear(x, _lead(layer.weight, layer.out_features, cin), layer.bias)
+                w = linear_slices(layer, cin).weights
+                x = F.linear(x, w["weight"], w["bias"])
                 cin = layer.out_features
             else:
                 x = layer(x)
@@ -504,23 +303,30 @@ class Supernet(nn.Module):
 
     def standalone_tensors(self, arch: Architecture | npt.ArrayLike) -> dict[str, Tensor]:
         """Every parameter and buffer of the standalone network of `arch`, by its
-        state-dict name, as the (views of the) supernet tensors it is copied from."""
-        plans, _ = self.plan(arch)
-        out: dict[str, Tensor] = {}
-        _add_whole(out, "stem", self.stem)
+        state-dict name, as the (views of the) supernet tensors it is copied from: the
+        slices the forward runs on."""
+        plans, cin = self.plan(arch)
+        out = {
+            f"stem.{name}": t
+            for name, t in itertools.chain(self.stem.named_parameters(), self.stem.named_buffers())
+        }
         for i, p in enumerate(plans):
             block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
-            if p.kind == "mbconv":
-                op: SharedMBConv = block.ops[p.op]  # type: ignore[index,assignment]
-                out.update({f"blocks.{i}.{k}": v for k, v in op.standalone_tensors(p).items()})
+            if p.op is not None:
+                op: SlicedOp = block.ops[p.op]  # type: ignore[assignment]
+                out.update(op.slices(p).tensors(f"blocks.{i}."))
             if p.kind == "project" or p.shortcut:
                 assert block.skip is not None
-                conv, bn = block.skip.conv, block.skip.bn
-                prefix = f"blocks.{i}.shortcut" if p.shortcut else f"blocks.{i}"
-                out[f"{prefix}.conv.weight"] = _lead(conv.weight, p.cout, p.cin)
-                out.update(_bn_tensors(f"{prefix}.bn", bn, p.cout))
-        _add_whole(out, "head", self.head)
-        _add_whole(out, "classifier", self.classifier)
+                prefix = f"blocks.{i}.shortcut." if p.shortcut else f"blocks.{i}."
+                out.update(conv_bn_act_slices(block.skip, p.cin, p.cout).tensors(prefix))
+        for j, m in enumerate(self.head):
+            conv: ConvBnAct = m  # type: ignore[assignment]
+            out.update(conv_bn_act_slices(conv, cin, conv.conv.out_channels).tensors(f"head.{j}."))
+            cin = conv.conv.out_channels
+        for j, layer in enumerate(self.classifier):
+            if isinstance(layer, nn.Linear):
+                out.update(linear_slices(layer, cin).tensors(f"classifier.{j}."))
+                cin = layer.out_features
         return out
 
     @torch.no_grad()
@@ -538,18 +344,11 @@ class Supernet(nn.Module):
                 f"supernet and network disagree on tensors: {sorted(source.keys() ^ target.keys())}"
             )
         for name, tensor in target.items():
-            tensor.copy_(_fit(source[name], tensor.shape))
+            if source[name].shape != tensor.shape:
+                raise AssertionError(
+                    f"{name}: the supernet's slice is {list(source[name].shape)}, "
+                    f"the network's tensor {list(tensor.shape)}"
+                )
+            tensor.copy_(source[name])
         net.train(self.training)
         return net
-
-
-def _fit(wide: Tensor, shape: torch.Size) -> Tensor:
-    """The leading block of `shape` of `wide`."""
-    return wide[tuple(slice(0, n) for n in shape)] if wide.dim() else wide
-
-
-def _add_whole(out: dict[str, Tensor], prefix: str, module: nn.Module) -> None:
-    """Every tensor of a fixed module (stem, head, classifier) whole: `_fit` takes the
-    leading block each standalone tensor needs (their input width is the architecture's)."""
-    for name, tensor in itertools.chain(module.named_parameters(), module.named_buffers()):
-        out[f"{prefix}.{name}"] = tensor
