@@ -54,19 +54,21 @@ def workers(proc: subprocess.Popen[bytes], nproc: int | None) -> list[int]:
     return [proc.pid] if nproc is None else [rank_pid(proc.pid, r) for r in range(nproc)]
 
 
-def sigkilled(nproc: int | None, run_dir: Path, rng: random.Random) -> tuple[float, float]:
-    """A run killed at a random point; the wall of its last record and of its checkpoint."""
+def sigkilled(
+    nproc: int | None, run_dir: Path, rng: random.Random, duration: float
+) -> tuple[float, float]:
+    """A run killed at a random point of its `duration` (the straight run's, from its
+    second record on); the wall of its last iteration recorded and of its checkpoint."""
     log = run_dir.parent / f"{run_dir.name}.log"
     with launched(search(nproc, run_dir, "--checkpoint-every", "2s"), run_dir.parent, log) as proc:
         wait_records(run_dir, proc, 2)
-        time.sleep(rng.uniform(3.0, 7.0))
+        time.sleep(rng.uniform(0.3, 0.7) * duration)
         assert proc.poll() is None, "the run ended before it could be killed"
         for pid in [proc.pid, *descendants(proc.pid)]:
             os.kill(pid, signal.SIGKILL)
         proc.wait()
     state = load_checkpoint(run_dir)
-    records = read_metrics(run_dir)
-    return records[-1]["wall"], state["wall"]
+    return iters(read_metrics(run_dir))[-1]["wall"], state["wall"]
 
 
 def sigtermed(nproc: int | None, run_dir: Path) -> None:
@@ -110,7 +112,7 @@ def test_sigkill_then_sigterm_then_resume_is_the_straight_run(
 
     seed = random.randrange(1 << 30)
     stopped = tmp_path / "stopped"
-    last, kept = sigkilled(nproc, stopped, random.Random(seed))
+    last, kept = sigkilled(nproc, stopped, random.Random(seed), its[-1]["wall"] - its[1]["wall"])
     # What the kill lost: from the checkpoint to the last iteration recorded.
     assert last - kept <= 2.0 + 2 * longest + 1.0, (seed, last, kept, longest)
 

@@ -38,7 +38,9 @@ def test_fair_samples_use_every_choice_equally_often(k: int) -> None:
 
 @pytest.mark.parametrize("name", ["fpnas_28px", "fbnetv2_f", "fbnetv2_f_pp", "fpnas_l0"])
 def test_the_largest_architecture_is_the_most_expensive(name: str) -> None:
-    space = load_space(name)
+    # Under `skip where shapes differ: shortcut` a block whose widths differ pays for its
+    # projection, so the widest choices everywhere need not be the very most FLOPS.
+    space = load_space(name).model_copy(update={"skip_mismatch": "project"})
     largest = extreme_architecture(space, largest=True)
     assert cost.flops(space, largest[None])[0] == cost.cost_model(space).extreme("flops", "max")
     smallest = extreme_architecture(space, largest=False)
