@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from spaces_for_tests import bundled_or_python, tiny
+from test_supernet import randomise
 from torch import Tensor, nn
 
 from fpnas_dsl.ir import Space, uniform_samples
@@ -67,25 +68,10 @@ def _digest(tensors: Iterable[tuple[str, Tensor | None]]) -> str:
     return h.hexdigest()
 
 
-@torch.no_grad()
-def _randomise(net: nn.Module) -> None:
-    """Batch-norm statistics and affine parameters, and biases, away from their initial
-    values, so that every slice matters (as tests/test_supernet.py does)."""
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            assert m.running_mean is not None and m.running_var is not None
-            m.running_mean.uniform_(-0.1, 0.1)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.uniform_(-0.1, 0.1)
-        elif isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None:
-            m.bias.uniform_(-0.1, 0.1)
-
-
 def _fresh(space: Space) -> Supernet:
     torch.manual_seed(0)
     net = Supernet(space)
-    _randomise(net)
+    randomise(net)
     return net
 
 

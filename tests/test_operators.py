@@ -13,7 +13,7 @@ import pytest
 import torch
 from cli_helpers import one_line_error
 from dsl_samples import MIXED
-from torch.utils.flop_counter import FlopCounterMode
+from test_cost import measured
 
 from fpnas_dsl import cost, ir
 from fpnas_dsl.errors import FpnasError
@@ -34,19 +34,6 @@ def one_thread() -> Iterator[None]:
 def mixed(**update: object) -> Space:
     space = parse_space(MIXED, "mixed.space")
     return space.model_copy(update=update) if update else space
-
-
-def measured(space: Space, idx: np.ndarray) -> tuple[int, int]:
-    """(FlopCounterMode total / 2, sum of numel) of the standalone network, batch 1."""
-    with torch.device("meta"):
-        net = build_network(space, idx, init=False)
-    net = net.to_empty(device="cpu").eval()
-    x = torch.randn(1, space.in_channels, space.resolution, space.resolution)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        net(x)
-    total = counter.get_total_flops()
-    assert total % 2 == 0
-    return total // 2, sum(p.numel() for p in net.parameters())
 
 
 @pytest.mark.parametrize("expansion_of", ["input", "output"])
