@@ -78,7 +78,9 @@ def launched(
     cmd: list[str], cwd: Path, log: Path, **env_vars: str
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run `cmd` with its output in `log`; whatever happens, kill what is left of it."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **env_vars}
+    # PYTHONFAULTHANDLER: a rank that aborts prints where it was.
+    settings = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+    env = {**os.environ, **settings, **env_vars}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:

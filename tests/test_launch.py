@@ -60,6 +60,7 @@ def run_in(root: Path, cmd: list[str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.pop("FPNAS_DEBUG", None)
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a rank that aborts prints where it was
     return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=LIMIT)
 
 

@@ -264,8 +264,16 @@ class TorchGroup(Group):
             self.store.set(f"fpnas/failed/{self.rank}", message)
 
     def close(self) -> None:
-        if self.dist.is_initialized():
-            self.dist.destroy_process_group()
+        """Leave the group, every rank together. A rank that tore its connections down
+        while another was still finishing its last collective was seen to abort
+        (gloo: "terminate called without an active exception"), so the ranks first meet
+        at a barrier; one that cannot be met (a rank died at the end) is not an error
+        of this rank's search, whose result is already made."""
+        if not self.dist.is_initialized():
+            return
+        with contextlib.suppress(RunError):
+            self._collective("the end of the search", self.dist.barrier)
+        self.dist.destroy_process_group()
 
     # ----------------------------------------------------------------------------------
 
