@@ -597,11 +597,14 @@ class LatencyModel:
                 f"for space {self.space.name!r}, got {list(arr.shape)}"
             )
         lead = arr.shape[:-2]
-        rows = arr.reshape(-1, *self.shape)
+        rows = arr.reshape(math.prod(lead), *self.shape)
         out = np.empty(len(rows), dtype=np.float64)
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
-            gathered = chunk[:, self._dec, self._slot].astype(np.int64) * self._chosen
+            if self.shape[0] == 0:  # a fixed network (no decision): each term's one entry
+                gathered = np.zeros((len(chunk), *self._dec.shape), dtype=np.int64)
+            else:
+                gathered = chunk[:, self._dec, self._slot].astype(np.int64) * self._chosen
             flat = (gathered * self._stride).sum(-1) + self._offset
             out[start : start + _CHUNK] = flat_table[flat].sum(-1)
         if np.isnan(out).any():
