@@ -8,13 +8,19 @@ every number the part's speed depends on:
 - `se 7px 72>24 relu/hsigmoid`, `sa2 7px 72>32`: squeeze-excite or split-attention;
 - `project 7px 72>24 +res`: the 1x1 projection (and the residual sum, `+res`);
 - `proj 14px s2 16>24`: a skipped block that must change shape (1x1 conv + BN), or the
-  projection shortcut of a shape-changing block (`skip where shapes differ: shortcut`);
-- `stem 28px ...`, `head 4px 56 ...`: the fixed stem, and head + pool + classifier per
-  width of the last block.
+  projection shortcut of a shape-changing MBConv (`skip where shapes differ: shortcut`)
+  or ResNet block (always);
+- `conv 14px s2 k3 16>64 relu`: a kxk conv + BN + act (`+res`: with the residual sum):
+  a `conv` row's block, fused-MBConv's expansion, ResNet's strided convolution;
+- `tail 7px k3 64>64 relu +res`: a ResNet block's last conv + BN, the shortcut's sum and
+  the activation;
+- `stem 28px ...`, `head 4px 56 ...`: the fixed stem (its maxpool too), and head + pool +
+  classifier per width of the last block.
 
-An identity skip costs nothing. Parts, not whole blocks, are measured because a space's
-blocks multiply out to tens of thousands of configurations (FBNetV2-F++: ~27,000) while
-their parts number a few thousand, each shared by many blocks (BENCHMARKS.md, issue 16).
+Every operator's block is a sum of these (`block_parts`). An identity skip costs nothing.
+Parts, not whole blocks, are measured because a space's blocks multiply out to tens of
+thousands of configurations (FBNetV2-F++: ~27,000) while their parts number a few
+thousand, each shared by many blocks (BENCHMARKS.md, issue 16).
 
 The table (`LatencyTable`, a JSON file written by `fpnas latency`) records each part's
 robust latency (median over repetitions, after warm-up), how it was measured (machine,
@@ -105,94 +111,168 @@ def _part(kind: str, signature: str, **params: Any) -> Part:
     return Part(signature, kind, tuple(sorted(params.items())))
 
 
+def _expand_part(size: int, cin: int, cout: int, act: str) -> Part:
+    return _part(
+        "expand", f"expand {size}px {cin}>{cout} {act}", size=size, cin=cin, cout=cout, act=act
+    )
+
+
+def _conv_part(
+    size: int, stride: int, kernel: int, cin: int, cout: int, act: str, residual: bool = False
+) -> Part:
+    return _part(
+        "conv",
+        f"conv {size}px s{stride} k{kernel} {cin}>{cout} {act}{' +res' if residual else ''}",
+        size=size,
+        stride=stride,
+        kernel=kernel,
+        cin=cin,
+        cout=cout,
+        act=act,
+        residual=residual,
+    )
+
+
+def _dw_part(size: int, stride: int, kernel: int, chs: int, splits: int, act: str) -> Part:
+    width = max(splits, 1)
+    return _part(
+        "dw",
+        f"dw {size}px s{stride} k{kernel} {chs}x{width} {act}",
+        size=size,
+        chs=chs,
+        splits=width,
+        kernel=kernel,
+        stride=stride,
+        act=act,
+    )
+
+
+def _attention_parts(block: ConcreteBlock, size: int, chs: int) -> list[Part]:
+    """The squeeze-excite or split-attention over `chs` (the block's inner) channels."""
+    splits = block.splits
+    if splits == 1:
+        se, se_act, gate = block.se_channels, block.se_act, block.micro.gate
+        return [
+            _part(
+                "se",
+                f"se {size}px {chs}>{se} {se_act}/{gate}",
+                size=size,
+                chs=chs,
+                rd=se,
+                act=se_act,
+                gate=gate,
+            )
+        ]
+    if splits >= 2:
+        sa = block.sa_channels
+        return [
+            _part("sa", f"sa{splits} {size}px {chs}>{sa}", size=size, chs=chs, splits=splits, rd=sa)
+        ]
+    return []
+
+
+def _project_part(size: int, cin: int, cout: int, residual: bool) -> Part:
+    return _part(
+        "project",
+        f"project {size}px {cin}>{cout}{' +res' if residual else ''}",
+        size=size,
+        cin=cin,
+        cout=cout,
+        residual=residual,
+    )
+
+
+def _tail_part(size: int, kernel: int, cin: int, cout: int, act: str) -> Part:
+    """A ResNet block's end: its last conv and batch-norm, the shortcut's sum, the act."""
+    return _part(
+        "tail",
+        f"tail {size}px k{kernel} {cin}>{cout} {act} +res",
+        size=size,
+        kernel=kernel,
+        cin=cin,
+        cout=cout,
+        act=act,
+    )
+
+
 def block_parts(block: ConcreteBlock, size_in: int) -> list[Part]:
-    """The parts of one concrete block whose input is `size_in` x `size_in` pixels."""
-    cin, cout, s = block.in_channels, block.out_channels, block.stride
+    """The parts of one concrete block whose input is `size_in` x `size_in` pixels, the
+    layers of the block `nn.network.build_block` builds, by its operator:
+
+    - mbconv: [expand] dw [se|sa] [proj, the shortcut] project;
+    - fused: conv (the kxk expansion) [se] project, or with expansion 1 the one conv [se];
+    - ds: dw [se|sa] project (the 1x1 pointwise);
+    - conv: conv;
+    - basic: conv [proj] tail; bottleneck: expand (the 1x1) conv [proj] tail, where
+      proj is ResNet's projection shortcut of a block that changes shape.
+
+    A skip is nothing, or the projection where the block changes shape."""
+    cin, cout, s, op = block.in_channels, block.out_channels, block.stride, block.op
     size_out = conv_out_size(size_in, 1, s)
     projection = _part(
         "proj", f"proj {size_in}px s{s} {cin}>{cout}", size=size_in, cin=cin, cout=cout, stride=s
     )
     if block.kernel == SKIP_KERNEL:
         return [] if block.identity_shape else [projection]
-    mid, k, act, splits = block.mid_channels, block.kernel, block.act, block.splits
-    parts = []
-    if block.has_expand:
-        parts.append(
-            _part(
-                "expand",
-                f"expand {size_in}px {cin}>{mid} {act}",
-                size=size_in,
-                cin=cin,
-                cout=mid,
-                act=act,
-            )
-        )
-    width = max(splits, 1)
-    parts.append(
-        _part(
-            "dw",
-            f"dw {size_in}px s{s} k{k} {mid}x{width} {act}",
-            size=size_in,
-            chs=mid,
-            splits=width,
-            kernel=k,
-            stride=s,
-            act=act,
-        )
-    )
-    if splits == 1:
-        se, se_act, gate = block.se_channels, block.se_act, block.micro.gate
-        parts.append(
-            _part(
-                "se",
-                f"se {size_out}px {mid}>{se} {se_act}/{gate}",
-                size=size_out,
-                chs=mid,
-                rd=se,
-                act=se_act,
-                gate=gate,
-            )
-        )
-    elif splits >= 2:
-        sa = block.sa_channels
-        parts.append(
-            _part(
-                "sa",
-                f"sa{splits} {size_out}px {mid}>{sa}",
-                size=size_out,
-                chs=mid,
-                splits=splits,
-                rd=sa,
-            )
-        )
-    residual = block.identity_shape or block.has_shortcut
+    mid, k, act = block.mid_channels, block.kernel, block.act
+    shortcut = [] if block.identity_shape else [projection]
+    if op == "conv":
+        return [_conv_part(size_in, s, k, cin, cout, act)]
+    if op == "basic":
+        return [
+            _conv_part(size_in, s, k, cin, cout, act),
+            *shortcut,
+            _tail_part(size_out, k, cout, cout, act),
+        ]
+    if op == "bottleneck":
+        return [
+            _expand_part(size_in, cin, mid, act),
+            _conv_part(size_in, s, k, mid, mid, act),
+            *shortcut,
+            _tail_part(size_out, 1, mid, cout, act),
+        ]
+    residual = block.identity_shape
+    if op == "fused":
+        if not block.has_expand:  # one conv makes the output; the residual sums after it
+            return [
+                _conv_part(size_in, s, k, cin, cout, act, residual),
+                *_attention_parts(block, size_out, cout),
+            ]
+        return [
+            _conv_part(size_in, s, k, cin, mid, act),
+            *_attention_parts(block, size_out, mid),
+            _project_part(size_out, mid, cout, residual),
+        ]
+    if op == "ds":
+        return [
+            _dw_part(size_in, s, k, cin, block.splits, act),
+            *_attention_parts(block, size_out, cin),
+            _project_part(size_out, cin, cout, residual),
+        ]
+    parts = [_expand_part(size_in, cin, mid, act)] if block.has_expand else []
+    parts.append(_dw_part(size_in, s, k, mid, block.splits, act))
+    parts += _attention_parts(block, size_out, mid)
     if block.has_shortcut:
         parts.append(projection)
-    parts.append(
-        _part(
-            "project",
-            f"project {size_out}px {mid}>{cout}{' +res' if residual else ''}",
-            size=size_out,
-            cin=mid,
-            cout=cout,
-            residual=residual,
-        )
-    )
+    parts.append(_project_part(size_out, mid, cout, residual or block.has_shortcut))
     return parts
 
 
 def _conv_text(convs: Iterable[Any]) -> str:
     return " ".join(
         f"{c.kernel}x{c.kernel}/{c.stride}:{c.out_channels}{'/' + c.act if c.act else ''}"
+        f"{f' maxpool{c.maxpool}/{c.maxpool_stride}' if c.maxpool else ''}"
         for c in convs
     )
 
 
 def stem_part(space: Space) -> tuple[Part | None, int]:
-    """The fixed stem (None without one) and the size it leaves."""
+    """The fixed stem (None without one), its maxpools included, and the size it leaves."""
     size = space.resolution
     for conv in space.stem:
         size = conv_out_size(size, conv.kernel, conv.stride)
+        if conv.maxpool:
+            size = conv_out_size(size, conv.maxpool, conv.maxpool_stride)
     if not space.stem:
         return None, size
     sig = f"stem {space.resolution}px {space.in_channels}ch {_conv_text(space.stem)}"
@@ -239,7 +319,7 @@ def _block_term(space: Space, spec: BlockSpec, size_in: int, catalogue: dict[str
         block = ConcreteBlock(
             in_channels=int(cin),
             out_channels=int(cout),
-            mid_channels=mid_channels(space, spec.micro, int(cin), int(cout), float(exp)),
+            mid_channels=mid_channels(space, spec.micro, int(cin), int(cout), float(exp), spec.op),
             expansion=float(exp),
             kernel=int(kernel),
             act=str(act),
@@ -247,6 +327,7 @@ def _block_term(space: Space, spec: BlockSpec, size_in: int, catalogue: dict[str
             stride=spec.stride,
             micro=spec.micro,
             skip_mismatch=space.skip_mismatch,
+            op=spec.op,
         )
         if block.is_skip and not block.identity_shape and space.skip_mismatch == "forbid":
             continue  # the space never offers it
@@ -267,15 +348,7 @@ class SpaceParts:
 
 
 def space_parts(space: Space) -> SpaceParts:
-    """The parts of every architecture of `space` (each signature once). The parts are
-    MBConv's: a space with another row operator or a stem maxpool is refused."""
-    for r, row in enumerate(space.rows, start=1):
-        if row.op != "mbconv" or any(conv.maxpool for conv in space.stem):
-            what = f"row {r} is a {row.op} row" if row.op != "mbconv" else "its stem has a maxpool"
-            raise FpnasError(
-                f"space '{space.name}': {what}, and latency tables measure the parts of "
-                "mbconv rows and plain stems only so far; use FLOPS (--target-flops)"
-            )
+    """The parts of every architecture of `space` (each signature once)."""
     catalogue: dict[str, Part] = {}
     stem, size = stem_part(space)
     constant: tuple[str, ...] = ()
@@ -524,11 +597,14 @@ class LatencyModel:
                 f"for space {self.space.name!r}, got {list(arr.shape)}"
             )
         lead = arr.shape[:-2]
-        rows = arr.reshape(-1, *self.shape)
+        rows = arr.reshape(math.prod(lead), *self.shape)
         out = np.empty(len(rows), dtype=np.float64)
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
-            gathered = chunk[:, self._dec, self._slot].astype(np.int64) * self._chosen
+            if self.shape[0] == 0:  # a fixed network (no decision): each term's one entry
+                gathered = np.zeros((len(chunk), *self._dec.shape), dtype=np.int64)
+            else:
+                gathered = chunk[:, self._dec, self._slot].astype(np.int64) * self._chosen
             flat = (gathered * self._stride).sum(-1) + self._offset
             out[start : start + _CHUNK] = flat_table[flat].sum(-1)
         if np.isnan(out).any():

@@ -35,8 +35,15 @@ from torch import Tensor, nn
 from fpnas_dsl.errors import FpnasError, RunError
 from fpnas_dsl.ir import Space, decode
 from fpnas_dsl.latency import Part
-from fpnas_dsl.nn.blocks import ConvBnAct, SplitAttention, SqueezeExcite, init_weights
-from fpnas_dsl.nn.network import build_network, make_classifier
+from fpnas_dsl.nn.blocks import (
+    BasicBlock,
+    Bottleneck,
+    ConvBnAct,
+    SplitAttention,
+    SqueezeExcite,
+    init_weights,
+)
+from fpnas_dsl.nn.network import build_network, make_classifier, make_layers
 
 __all__ = ["BACKENDS", "Timer", "build_part", "machine_info", "measure_networks", "measure_parts"]
 
@@ -56,6 +63,41 @@ class _Project(nn.Module):
     def forward(self, x: Tensor, shortcut: Tensor | None = None) -> Tensor:
         out: Tensor = self.bn3(self.conv_pwl(x))
         return out if shortcut is None else out + shortcut
+
+
+class _Residual(nn.Module):
+    """A part whose output the block sums with its input (a fused-MBConv's one conv)."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: Tensor, shortcut: Tensor) -> Tensor:
+        out: Tensor = self.body(x) + shortcut
+        return out
+
+
+class _Tail(nn.Module):
+    """The end of a ResNet block, its own layers: the last conv and batch-norm, the sum
+    with the shortcut, the activation."""
+
+    def __init__(self, conv: nn.Module, bn: nn.Module, act: nn.Module) -> None:
+        super().__init__()
+        self.conv, self.bn, self.act = conv, bn, act
+
+    def forward(self, x: Tensor, shortcut: Tensor) -> Tensor:
+        out: Tensor = self.act(self.bn(self.conv(x)) + shortcut)
+        return out
+
+
+def _tail(kernel: int, cin: int, cout: int, act: str) -> _Tail:
+    """A ResNet tail taken from the block that has it: a bottleneck's 1x1 conv3, or a
+    basic block's kxk conv2."""
+    if kernel == 1:
+        bottleneck = Bottleneck(cout, cin, cout, 1, 1, act)
+        return _Tail(bottleneck.conv3, bottleneck.bn3, bottleneck.act3)
+    basic = BasicBlock(cout, cout, kernel, 1, act)
+    return _Tail(basic.conv2, basic.bn2, basic.act2)
 
 
 class _Head(nn.Module):
@@ -78,15 +120,21 @@ def build_part(space: Space, part: Part, batch: int) -> tuple[nn.Module, tuple[T
 
     module: nn.Module
     if part.kind in ("stem", "head"):
+        # The network's own layers (`make_layers`: conv, BN, act, maxpool).
         convs, cin = (space.stem if part.kind == "stem" else space.head), p["cin"]
-        layers = []
-        c = cin
-        for conv in convs:
-            layers.append(ConvBnAct(c, conv.out_channels, conv.kernel, conv.stride, conv.act))
-            c = conv.out_channels
-        body = nn.Sequential(*layers)
+        body = make_layers(convs, cin)
+        c = convs[-1].out_channels if convs else cin
         module = body if part.kind == "stem" else _Head(body, make_classifier(space, c))
         inputs: tuple[Tensor, ...] = (image(cin),)
+    elif part.kind == "conv":
+        cin, cout = p["cin"], p["cout"]
+        module = ConvBnAct(cin, cout, p["kernel"], p["stride"], p["act"])
+        inputs = (image(cin),)
+        if p["residual"]:
+            module, inputs = _Residual(module), (image(cin), image(cout))
+    elif part.kind == "tail":
+        module = _tail(p["kernel"], p["cin"], p["cout"], p["act"])
+        inputs = (image(p["cin"]), image(p["cout"]))
     elif part.kind == "expand":
         module, inputs = ConvBnAct(p["cin"], p["cout"], 1, 1, p["act"]), (image(p["cin"]),)
     elif part.kind == "dw":
