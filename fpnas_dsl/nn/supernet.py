@@ -52,6 +52,7 @@ from fpnas_dsl.cost import cost_model
 from fpnas_dsl.footprint import block_shape
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
+    RESNET_OPERATORS,
     SKIP_KERNEL,
     Architecture,
     BlockSpec,
@@ -61,7 +62,7 @@ from fpnas_dsl.ir import (
     mid_channels,
 )
 from fpnas_dsl.nn.blocks import ConvBnAct, init_weights, set_batchnorm
-from fpnas_dsl.nn.network import Network, build_network, make_classifier
+from fpnas_dsl.nn.network import Network, build_network, make_classifier, make_layers
 from fpnas_dsl.nn.sliced import (
     BlockPlan,
     SlicedOp,
@@ -70,6 +71,7 @@ from fpnas_dsl.nn.sliced import (
     linear_slices,
 )
 from fpnas_dsl.nn.sliced_mbconv import SharedMBConv
+from fpnas_dsl.nn.sliced_ops import make_group
 
 __all__ = ["SuperBlock", "Supernet"]
 
@@ -97,11 +99,13 @@ class SuperBlock(nn.Module):
                     shape.attention_width,
                     spec.micro.gate,
                 )
+                if spec.op == "mbconv"
+                else make_group(shape, group, spec.stride, spec.micro.gate)
                 for group in shape.groups
             }
         )
-        # The projection that `skip` becomes where the shape changes (and, under
-        # `shortcut`, the residual branch of every shape-changing MBConv).
+        # The projection that `skip` becomes where the shape changes (and the residual
+        # branch of every shape-changing MBConv under `shortcut`, and of ResNet's blocks).
         self.skip = (
             ConvBnAct(shape.in_max, shape.out_max, 1, spec.stride) if shape.projection else None
         )
@@ -146,13 +150,9 @@ class Supernet(nn.Module):
         super().__init__()
         self.space = space
         with torch.device("meta"):  # no memory until the one initialisation below
-            cin = space.in_channels
-            stem = []
-            for conv in space.stem:
-                stem.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
-                cin = conv.out_channels
-            self.stem = nn.Sequential(*stem)
+            self.stem = make_layers(space.stem, space.in_channels)
             self.blocks = nn.ModuleList(SuperBlock(space, spec) for spec in space.blocks)
+            cin = space.stem[-1].out_channels if space.stem else space.in_channels
             last = space.blocks[-1].var("channels").choices if space.blocks else (cin,)
             cin = max(int(c) for c in last)
             head = []
@@ -176,12 +176,13 @@ class Supernet(nn.Module):
         for spec, block in zip(self.space.blocks, self.blocks, strict=True):
             share = spec.micro.share
             assert isinstance(block, SuperBlock)
-            for group in block.ops.values():
-                assert isinstance(group, SharedMBConv)
+            for module in block.ops.values():
+                group: SlicedOp = module  # type: ignore[assignment]
                 if "attention" in share:
                     group.start_near_identity()
-                if "residual" in share and block.always_residual:
-                    nn.init.zeros_(group.bn3.weight)
+                norm = group.residual_norm()
+                if "residual" in share and block.always_residual and norm is not None:
+                    nn.init.zeros_(norm.weight)
 
     # ------------------------------------------------------------------ plans
 
@@ -236,16 +237,20 @@ class Supernet(nn.Module):
         if kernel == SKIP_KERNEL:
             kind = "identity" if same_shape else "project"
             return BlockPlan(kind, None, cin, cin, cout, 0, 0, act, False, False)
-        micro = spec.micro
-        mid = mid_channels(self.space, micro, cin, cout, expansion)
+        micro, op = spec.micro, spec.op
+        mid = mid_channels(self.space, micro, cin, cout, expansion, op)
         splits = ATTENTION_SPLITS[attention]
         att = 0
         if splits == 1:
             att = micro.se_channels(cin, mid)
         elif splits >= 2:
             att = max(int(mid * splits * micro.sa_ratio), micro.sa_min_width)
+        if op in RESNET_OPERATORS:
+            shortcut = not same_shape
+        else:
+            shortcut = op == "mbconv" and self.space.skip_mismatch == "shortcut" and not same_shape
         return BlockPlan(
-            "mbconv",
+            op,
             block.group_of[(kernel, attention)],
             cin,
             mid,
@@ -254,11 +259,11 @@ class Supernet(nn.Module):
             splits,
             act,
             expansion != 1,
-            same_shape,
+            same_shape and op != "conv",
             kernel,
             attention,
             micro.se_act_for(act),
-            self.space.skip_mismatch == "shortcut" and not same_shape,
+            shortcut,
         )
 
     # ------------------------------------------------------------------ forward
@@ -272,11 +277,11 @@ class Supernet(nn.Module):
             block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
             if p.op is not None:
                 op: SlicedOp = block.ops[p.op]  # type: ignore[assignment]
-                y = op.run(x, p, training)
+                residual = None
                 if p.shortcut:
                     assert block.skip is not None
-                    y = y + conv_bn_act(x, block.skip, p.cin, p.cout, training)
-                x = y
+                    residual = conv_bn_act(x, block.skip, p.cin, p.cout, training)
+                x = op.run(x, p, training, residual)
             elif p.kind == "project":
                 assert block.skip is not None
                 x = conv_bn_act(x, block.skip, p.cin, p.cout, training)
@@ -312,12 +317,13 @@ class Supernet(nn.Module):
         }
         for i, p in enumerate(plans):
             block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
+            prefix = f"blocks.{i}."
             if p.op is not None:
                 op: SlicedOp = block.ops[p.op]  # type: ignore[assignment]
-                out.update(op.slices(p).tensors(f"blocks.{i}."))
+                out.update(op.slices(p).tensors(prefix))
+                prefix += f"{op.shortcut_name}."
             if p.kind == "project" or p.shortcut:
                 assert block.skip is not None
-                prefix = f"blocks.{i}.shortcut." if p.shortcut else f"blocks.{i}."
                 out.update(conv_bn_act_slices(block.skip, p.cin, p.cout).tensors(prefix))
         for j, m in enumerate(self.head):
             conv: ConvBnAct = m  # type: ignore[assignment]
