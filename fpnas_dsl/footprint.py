@@ -29,8 +29,8 @@ from pathlib import Path
 from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
-    SKIP_KERNEL,
     RESNET_OPERATORS,
+    SKIP_KERNEL,
     SUPERNET_OPERATORS,
     BlockSpec,
     Micro,
@@ -176,16 +176,13 @@ def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
     resnet = op in RESNET_OPERATORS
     if op == "mbconv":
         projection = can_differ and (
-            space.skip_mismatch == "shortcut"
-            or (space.skip_mismatch == "project" and offers_skip)
+            space.skip_mismatch == "shortcut" or (space.skip_mismatch == "project" and offers_skip)
         )
         always_residual = not can_differ or space.skip_mismatch == "shortcut"
     else:
         # ResNet's blocks project their shortcut wherever the shape changes (and skip
         # keeps that projection alone); the others hold one only for skip.
-        projection = can_differ and (
-            resnet or (space.skip_mismatch != "forbid" and offers_skip)
-        )
+        projection = can_differ and (resnet or (space.skip_mismatch != "forbid" and offers_skip))
         always_residual = resnet or (op != "conv" and not can_differ)
     return BlockShape(
         op=op,

@@ -109,9 +109,7 @@ class SharedFusedMBConv(_Group):
     (where some expansion is not 1) `conv_pwl` and `bn2`. Expansion 1 is the one conv,
     its `cout` leading filters, and its attention."""
 
-    def __init__(
-        self, block: BlockShape, group: GroupShape, stride: int, gate: str
-    ) -> None:
+    def __init__(self, block: BlockShape, group: GroupShape, stride: int, gate: str) -> None:
         super().__init__(group, stride)
         self.conv_exp = _conv(block.in_max, block.mid_max, group.kernel, stride)
         self.bn1 = nn.BatchNorm2d(block.mid_max)
@@ -159,9 +157,7 @@ class SharedDepthwiseSeparable(_Group):
     """`ds`: the depthwise `conv_dw` at the largest kernel with the most filters per
     channel, `bn1[r{R}]` per number of filters, the attention add-ons, `conv_pw`, `bn2`."""
 
-    def __init__(
-        self, block: BlockShape, group: GroupShape, stride: int, gate: str
-    ) -> None:
+    def __init__(self, block: BlockShape, group: GroupShape, stride: int, gate: str) -> None:
         super().__init__(group, stride)
         self.radix_max = group.radix_max
         cin = block.in_max
