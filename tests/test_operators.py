@@ -136,6 +136,23 @@ def test_the_reference_example_of_the_operators_parses_and_costs() -> None:
     flops, params = cost.costs(space, idx)
     for i in range(len(idx)):
         assert (int(flops[i]), int(params[i])) == measured(space, idx[i])
+    # The operator table's example row of each operator is a row of the example.
+    rows = re.findall(r"^\| `(\w+)` \|.*\| `([^`]+)` \|$", doc, re.M)
+    assert {op for op, _ in rows} == set(ir.OPERATORS)
+    written = {" ".join(line.split("#")[0].split()) for line in example.splitlines()}
+    for op, row in rows:
+        assert row.startswith(op) and " ".join(row.split()) in written, row
+    # And it is searchable: its supernet on an architecture is that architecture's network.
+    from fpnas_dsl.nn import Supernet
+
+    small = space.with_input(resolution=32)
+    torch.manual_seed(0)
+    supernet = Supernet(small).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for arch in uniform_samples(small, 4, seed=2):
+            want = supernet.subnet(arch).eval()(x)
+            torch.testing.assert_close(supernet(x, arch), want, rtol=1e-5, atol=1e-5)
 
 
 def test_the_picture_and_table_mark_each_operator(tmp_path: Path) -> None:
