@@ -231,3 +231,15 @@ def test_subnet_exports_to_onnx_that_onnx_runtime_runs(tmp_path: Path) -> None:
     got = session.run(None, {"input": x.numpy()})[0]
     assert np.abs(want).max() > 0.05  # the comparison is not vacuous
     assert np.abs(got - want).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+@pytest.mark.parametrize("strategy", ["fpnas", "dnas"])
+def test_search_runs_on_the_mixed_space(strategy: str, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["search", str(MIXED_OPS), "--strategy", strategy, "--resolution", "16"]
+    argv += ["--data", "synthetic:size=32,test_size=16,classes=4,resolution=16"]
+    argv += ["--target-flops", "5e5", "--epochs", "2", "--warmup-epochs", "1"]
+    argv += ["--steps-per-epoch", "1", "--batch-size", "4", "--eval-batches", "1"]
+    argv += ["--threads", "1", "--no-progress", "--out", str(out)]
+    assert main(argv) == 0
+    assert (out / "arch.json").is_file()
