@@ -8,7 +8,8 @@ It holds the weights of every choice once and runs one architecture per forward:
   `F.conv2d` / `F.batch_norm` / `F.linear`. Nothing is masked, so a step costs what the
   chosen widths cost, not the widest;
 - **kernel sizes and attention variants** share as the micro says (`Micro.share`). A
-  block's (kernel, attention) candidates fall into weight groups, one `SharedMBConv` each:
+  block's (kernel, attention) candidates fall into weight groups, one `SharedMBConv` each
+  (or, for the other row operators, one group of `nn.sliced_ops`, which share the same way):
   with `kernel` shared, one depthwise kernel at the largest size serves every size (a
   smaller kernel is its centre, as in Once-for-All and Single-Path NAS); with `attention`
   shared, one set of convolutions serves every attention variant and SE / split-attention
@@ -28,7 +29,10 @@ It holds the weights of every choice once and runs one architecture per forward:
 
 `subnet(arch)` is `build_network(space, arch)` with every tensor copied out of the
 supernet from the same slices the forward runs on (`nn.sliced`, `SharedMBConv.slices`
-in `nn.sliced_mbconv`): the same function as the supernet on that architecture.
+in `nn.sliced_mbconv`, the other operators' `slices` in `nn.sliced_ops`): the same
+function as the supernet on that architecture. ResNet's `basic` and `bottleneck` blocks
+have their projection shortcut where the shape changes: the block's one 1x1 projection,
+which a skipped block is alone (as `cost` prices it).
 
 The forward is a precomputed plan per architecture (cached): for each block, the weight
 group and the widths, found from per-block slot lookups without building any readable
