@@ -4,16 +4,16 @@
 report `supernet_size` before anything is allocated, so both read one description:
 
 - a block's (kernel, attention) candidates fall into weight groups by what its micro
-  shares (`group_name`): everything shared is one group `mbconv`; kernels shared, one
-  group per attention variant; attention shared, one per kernel; nothing shared, one
-  per candidate (`k5_sa2`), as the paper has it;
-- every group is held at the block's widest input, expanded and output channels, with
-  the depthwise kernel at the group's largest size and as many filters per channel as
-  its most split attention variant.
+  shares (`group_name`): everything shared is one group named after the operator
+  (`mbconv`, `fused`, ...); kernels shared, one group per attention variant; attention
+  shared, one per kernel; nothing shared, one per candidate (`k5_sa2`), as the paper
+  has it;
+- every group is held at the block's widest input, inner and output channels, with
+  its kxk kernels at the group's largest size and as many depthwise filters per channel
+  as its most split attention variant.
 
-The supernet holds MBConv rows (`ir.SUPERNET_OPERATORS`) and plain stems; a space with
-another row operator or a stem maxpool is one whose fixed networks the cost model,
-export and training take, but that cannot be searched yet: `supernet_support` says why,
+Every row operator (`ir.SUPERNET_OPERATORS`) and a stem maxpool have their supernet;
+`supernet_support` says why a space cannot be held (None for every valid space today),
 and `block_shape` and `supernet_size` refuse it with that reason.
 """
 
@@ -29,6 +29,7 @@ from pathlib import Path
 from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
+    RESNET_OPERATORS,
     SKIP_KERNEL,
     SUPERNET_OPERATORS,
     BlockSpec,
@@ -56,14 +57,15 @@ __all__ = [
 FLOAT_BYTES = 4
 
 
-def group_name(kernel: int, attention: str, share: Iterable[str]) -> str:
+def group_name(kernel: int, attention: str, share: Iterable[str], op: str = "mbconv") -> str:
     """Key of the weight group of candidate (kernel, attention): `k5_sa2` when nothing is
-    shared, `sa2` with kernels shared, `k5` with attention shared, `mbconv` with both."""
+    shared, `sa2` with kernels shared, `k5` with attention shared, the operator's name
+    (`mbconv`) with both."""
     shared = set(share)
     parts = [] if "kernel" in shared else [f"k{kernel}"]
     if "attention" not in shared:
         parts.append(attention)
-    return "_".join(parts) or "mbconv"
+    return "_".join(parts) or op
 
 
 def radix(splits: int) -> int:
@@ -92,6 +94,7 @@ class GroupShape:
 class BlockShape:
     """The widest tensors of one block of the supernet."""
 
+    op: str
     in_max: int
     mid_max: int
     out_max: int
@@ -102,10 +105,12 @@ class BlockShape:
     #: attention variant -> its widest bottleneck (SE or split-attention).
     attention_width: dict[str, int]
     #: Whether the block holds a 1x1 conv + BN projection (it can change shape): what
-    #: `skip` becomes, and under `shortcut` the residual branch of a shape-changing MBConv.
+    #: `skip` becomes, the residual branch of a shape-changing MBConv under `shortcut`,
+    #: and ResNet's projection shortcut (`downsample`) of `basic` and `bottleneck`.
     projection: bool
     #: Whether every architecture gives this block a residual: stride 1 and the same
-    #: channels, or a projection shortcut wherever the shape changes (`shortcut`).
+    #: channels, a projection shortcut wherever the shape changes (`shortcut`), or a
+    #: ResNet block (always one).
     always_residual: bool
 
 
@@ -128,13 +133,6 @@ def supernet_support(space: Space) -> str | None:
                 f"{row.op} is not yet supported (its fixed networks can be costed, exported "
                 "and trained)"
             )
-    for conv in space.stem:
-        if conv.maxpool:
-            return (
-                f"the stem of space '{space.name}' has a maxpool: the weight-sharing supernet "
-                "builds plain stem convs only, so searching it is not yet supported (its "
-                "fixed networks can be costed, exported and trained)"
-            )
     return None
 
 
@@ -151,8 +149,9 @@ def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
     ins = [int(c) for c in spec.in_channels.choices]
     outs = [int(c) for c in spec.var("channels").choices]
     exps = [float(e) for e in spec.var("expansion").choices]
+    op = spec.op
     mids = {
-        (i, o, e): mid_channels(space, micro, i, o, e)
+        (i, o, e): mid_channels(space, micro, i, o, e, op)
         for i, o, e in itertools.product(ins, outs, exps)
     }
     attentions = [str(a) for a in spec.var("attention").choices]
@@ -161,7 +160,7 @@ def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
         if kernel == SKIP_KERNEL:
             continue
         for attention in attentions:
-            name = group_name(int(kernel), attention, micro.share)
+            name = group_name(int(kernel), attention, micro.share, op)
             members.setdefault(name, []).append((int(kernel), attention))
     order = list(ATTENTION_SPLITS)
     groups = tuple(
@@ -173,7 +172,20 @@ def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
         for name, cands in members.items()
     )
     can_differ = shapes_can_differ(space, spec.stride, spec.in_channels, spec.var("channels"))
+    offers_skip = SKIP_KERNEL in spec.var("kernel").choices
+    resnet = op in RESNET_OPERATORS
+    if op == "mbconv":
+        projection = can_differ and (
+            space.skip_mismatch == "shortcut" or (space.skip_mismatch == "project" and offers_skip)
+        )
+        always_residual = not can_differ or space.skip_mismatch == "shortcut"
+    else:
+        # ResNet's blocks project their shortcut wherever the shape changes (and skip
+        # keeps that projection alone); the others hold one only for skip.
+        projection = can_differ and (resnet or (space.skip_mismatch != "forbid" and offers_skip))
+        always_residual = resnet or (op != "conv" and not can_differ)
     return BlockShape(
+        op=op,
         in_max=max(ins),
         mid_max=max(mids.values()),
         out_max=max(outs),
@@ -181,12 +193,8 @@ def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
         groups=groups,
         group_of={c: name for name, cands in members.items() for c in cands},
         attention_width={a: _attention_width(micro, mids, a) for a in attentions},
-        projection=can_differ
-        and (
-            space.skip_mismatch == "shortcut"
-            or (space.skip_mismatch == "project" and SKIP_KERNEL in spec.var("kernel").choices)
-        ),
-        always_residual=not can_differ or space.skip_mismatch == "shortcut",
+        projection=projection,
+        always_residual=always_residual,
     )
 
 
@@ -200,7 +208,9 @@ def _bn(channels: int) -> tuple[int, int]:
 
 
 def _group_size(block: BlockShape, group: GroupShape) -> tuple[int, int]:
-    mid = block.mid_max
+    """(parameters, buffer values) of one weight group, as `nn.sliced_ops` and
+    `nn.sliced_mbconv` hold it."""
+    cin, mid, cout, k2 = block.in_max, block.mid_max, block.out_max, group.kernel**2
     params = buffers = 0
 
     def bn(channels: int) -> None:
@@ -209,19 +219,50 @@ def _group_size(block: BlockShape, group: GroupShape) -> tuple[int, int]:
         params += p
         buffers += b
 
-    if block.expand:
-        params += block.in_max * mid
+    def attention(channels: int) -> None:
+        nonlocal params
+        for a in group.attentions:
+            splits, width = ATTENTION_SPLITS[a], block.attention_width[a]
+            if splits >= 1:
+                out = channels * splits if splits >= 2 else channels
+                params += channels * width + width + width * out + out
+
+    if block.op == "conv":
+        params += cin * cout * k2
+        bn(cout)
+    elif block.op == "basic":
+        params += cin * cout * k2 + cout * cout * k2
+        bn(cout)
+        bn(cout)
+    elif block.op == "bottleneck":
+        params += cin * mid + mid * mid * k2 + mid * cout
         bn(mid)
-    params += mid * group.radix_max * group.kernel**2
-    for r in group.radices:
-        bn(mid * r)
-    for a in group.attentions:
-        splits, width = ATTENTION_SPLITS[a], block.attention_width[a]
-        if splits >= 1:
-            out = mid * splits if splits >= 2 else mid
-            params += mid * width + width + width * out + out
-    params += mid * block.out_max
-    bn(block.out_max)
+        bn(mid)
+        bn(cout)
+    elif block.op == "fused":
+        params += cin * mid * k2
+        bn(mid)
+        attention(mid)
+        if block.expand:
+            params += mid * cout
+            bn(cout)
+    elif block.op == "ds":
+        params += cin * group.radix_max * k2
+        for r in group.radices:
+            bn(cin * r)
+        attention(cin)
+        params += cin * cout
+        bn(cout)
+    else:
+        if block.expand:
+            params += cin * mid
+            bn(mid)
+        params += mid * group.radix_max * k2
+        for r in group.radices:
+            bn(mid * r)
+        attention(mid)
+        params += mid * cout
+        bn(cout)
     return params, buffers
 
 
@@ -246,6 +287,7 @@ def supernet_size(space: Space) -> dict[str, int]:
     priced: dict[tuple[object, ...], tuple[int, int]] = {}
     for spec in space.blocks:
         key = (
+            spec.op,
             spec.micro.name,
             spec.stride,
             spec.in_channels.choices,

@@ -78,10 +78,12 @@ OPERATOR_ATTENTIONS: dict[str, tuple[str, ...]] = {
     "fused": ("none", "se"),
     "ds": ("none", "se", "sa2", "sa4"),
 }
-#: Operators the weight-sharing supernet (and so the search) can build today.
-SUPERNET_OPERATORS: tuple[OpName, ...] = ("mbconv",)
+#: Operators the weight-sharing supernet (and so the search) can build: all of them.
+SUPERNET_OPERATORS: tuple[OpName, ...] = OPERATORS
+#: ResNet's blocks: a residual always, through a projection where the shape changes.
+RESNET_OPERATORS: tuple[OpName, ...] = ("basic", "bottleneck")
 #: What the candidates of a block may share in the supernet (`share ...` in a micro):
-#: `kernel`: one depthwise kernel at the largest size, a smaller kernel its centre;
+#: `kernel`: one kxk kernel per layer at the largest size, a smaller kernel its centre;
 #: `attention`: one set of convolutions for every attention variant, SE and
 #: split-attention as add-ons (split r of a channel is the r-th of its filters);
 #: `residual`: the last batch-norm of a block that always has a residual starts at zero, so

@@ -1,6 +1,6 @@
 """The row operators beyond MBConv (fused, ds, conv, basic, bottleneck) in fixed networks:
 the exact cost model against torch's counters on random architectures of a space that
-mixes them all, the blocks each operator builds, and the supernet's refusal."""
+mixes them all, the blocks each operator builds, and the supernet of a fixed network."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from cli_helpers import one_line_error
 from dsl_samples import MIXED
 from test_cost import measured
 
@@ -20,7 +19,7 @@ from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.footprint import supernet_size, supernet_support
 from fpnas_dsl.ir import Space, uniform_samples
 from fpnas_dsl.nn import blocks, build_network
-from fpnas_dsl.parser import parse_space
+from fpnas_dsl.parser import load_space, parse_space
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,60 +97,31 @@ def test_fused_without_expansion_is_one_conv() -> None:
     assert fused.conv_exp.out_channels == blocks_[3].channels
 
 
-def test_the_supernet_refuses_the_new_operators_by_name() -> None:
+def test_the_supernet_of_a_fixed_network_is_that_network() -> None:
+    """Every operator and a stem maxpool have their supernet (tests/test_supernet_operators.py
+    tests it); a fixed space's holds exactly the network's parameters."""
     from fpnas_dsl.nn import Supernet
 
-    with pytest.raises(
-        FpnasError,
-        match=r"row 1 of space 'mixed' is a conv row: .*searching conv is not yet supported",
-    ):
-        Supernet(mixed())
-    with pytest.raises(FpnasError, match="searching conv is not yet supported"):
-        supernet_size(mixed())
+    assert supernet_support(mixed()) is None
+    for name in ("resnet18", "efficientnet_v2_s"):
+        space = load_space(name)
+        size = supernet_size(space)
+        supernet = Supernet(space, device="meta")
+        assert size["params"] == sum(p.numel() for p in supernet.parameters())
+        (idx,) = uniform_samples(space, 1, seed=0)
+        assert size["params"] == int(cost.costs(space, idx[None])[1][0])
 
 
-def test_the_supernet_refuses_a_stem_maxpool() -> None:
-    from fpnas_dsl.nn import Supernet
-
-    text = (
-        MIXED.split("table {")[0]
-        + "table {\n    mbconv m (1, 6, 1) {32, 40} 2 1\n}\nhead none\nfc classes\n"
-    )
-    space = parse_space(text)
-    assert supernet_support(space) is not None
-    with pytest.raises(
-        FpnasError, match=r"the stem of space 'mixed' has a maxpool: .*not yet supported"
-    ):
-        Supernet(space)
-
-
-@pytest.mark.parametrize("strategy", ["fpnas", "dnas"])
-def test_search_refuses_with_one_line(
-    strategy: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_compile_prints_the_supernet_of_the_published_nets(
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    space_file = tmp_path / "mixed.space"
-    space_file.write_text(MIXED)
-    out = tmp_path / "run"
-    argv = ["search", str(space_file), "--strategy", strategy, "--target-flops", "1e7"]
-    argv += ["--data", "synthetic", "--epochs", "1", "--steps-per-epoch", "1", "--threads", "1"]
-    line = one_line_error(capsys, [*argv, "--out", str(out)])
-    assert "is a conv row" in line and "searching conv is not yet supported" in line
-    assert not out.exists()
-
-
-def test_compile_says_the_supernet_is_not_available(capsys: pytest.CaptureFixture[str]) -> None:
     from fpnas_dsl.cli import main
 
     for name in ("resnet50", "resnet18", "efficientnet_v2_s"):
-        assert main(["compile", name]) == 0
-        text = capsys.readouterr().out
-        assert "supernet             n/a: row 1 of space" in text
-        assert "exact)" in text.split("FLOPS (MACs)")[1].splitlines()[0]  # a fixed network
         assert main(["compile", name, "--json"]) == 0
         summary = json.loads(capsys.readouterr().out)
-        assert (
-            summary["supernet"] is None and "not yet supported" in summary["supernet_unsupported"]
-        )
+        assert "supernet_unsupported" not in summary
+        assert summary["supernet"]["params"] == summary["cost"]["params_max"]
 
 
 def test_the_reference_example_of_the_operators_parses_and_costs() -> None:
@@ -166,6 +136,23 @@ def test_the_reference_example_of_the_operators_parses_and_costs() -> None:
     flops, params = cost.costs(space, idx)
     for i in range(len(idx)):
         assert (int(flops[i]), int(params[i])) == measured(space, idx[i])
+    # The operator table's example row of each operator is a row of the example.
+    rows = re.findall(r"^\| `(\w+)` \|.*\| `([^`]+)` \|$", doc, re.M)
+    assert {op for op, _ in rows} == set(ir.OPERATORS)
+    written = {" ".join(line.split("#")[0].split()) for line in example.splitlines()}
+    for op, row in rows:
+        assert row.startswith(op) and " ".join(row.split()) in written, row
+    # And it is searchable: its supernet on an architecture is that architecture's network.
+    from fpnas_dsl.nn import Supernet
+
+    small = space.with_input(resolution=32)
+    torch.manual_seed(0)
+    supernet = Supernet(small).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for arch in uniform_samples(small, 4, seed=2):
+            want = supernet.subnet(arch).eval()(x)
+            torch.testing.assert_close(supernet(x, arch), want, rtol=1e-5, atol=1e-5)
 
 
 def test_the_picture_and_table_mark_each_operator(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ SPACES = resources.bundled_spaces()
 EXPECTED = [
     "efficientnet_b0",
     "efficientnet_v2_s",
+    "efficientnetv2_search",
     "fbnetv2_f",
     "fbnetv2_f_fine",
     "fbnetv2_f_pp",
@@ -41,6 +42,7 @@ EXPECTED = [
     "mobilenet_v3_large",
     "resnet18",
     "resnet50",
+    "resnet_search",
 ]
 
 

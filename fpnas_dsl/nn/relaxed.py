@@ -19,7 +19,11 @@ architecture). Per block:
 
 Each candidate runs the sliced MBConv dataflow the supernet runs (`SharedMBConv.expand`
 and `.body` in `nn.sliced_mbconv`) on the slices of its plan at the widest, the masks
-passed in where the channels they weigh are formed. With one-hot weights this is the
+passed in where the channels they weigh are formed. The other row operators
+(`nn.sliced_ops`) run their one `run` the same way, with one more candidate axis: the
+expansion (its inner width's mask is that of the block's input and output channels at
+that expansion), and for ResNet's blocks the mixed shortcut (identity where the shape is
+kept, projection where not) added before their last activation. With one-hot weights this is the
 supernet's forward of that architecture (up to float rounding): the masked channels are
 exactly zero and the leading ones see the same weights.
 A step costs the full width times every candidate: the memory and time FP-NAS avoids.
@@ -34,10 +38,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fpnas_dsl.ir import ATTENTION_SPLITS, SKIP_KERNEL, BlockSpec, Slot, Space, mid_channels
+from fpnas_dsl.ir import (
+    ATTENTION_SPLITS,
+    RESNET_OPERATORS,
+    SKIP_KERNEL,
+    BlockSpec,
+    Slot,
+    Space,
+    mid_channels,
+)
 from fpnas_dsl.nn.blocks import SplitAttention, SqueezeExcite, activation_fn
-from fpnas_dsl.nn.sliced import BlockPlan, conv_bn_act, scale_channels
+from fpnas_dsl.nn.sliced import AttentionParts, BlockPlan, conv_bn_act, scale_channels
 from fpnas_dsl.nn.sliced_mbconv import SharedMBConv
+from fpnas_dsl.nn.sliced_ops import (
+    SharedBasic,
+    SharedBottleneck,
+    SharedConv,
+    SharedDepthwiseSeparable,
+    SharedFusedMBConv,
+)
 from fpnas_dsl.nn.supernet import SuperBlock, Supernet
 
 __all__ = [
@@ -221,15 +240,19 @@ class RelaxedSupernet:
     def __init__(self, supernet: Supernet) -> None:
         self.supernet = supernet
         space = supernet.space
-        self._tables = [
+        self._tables: list[_BlockTables | _OpTables] = [
             _tables(space, spec, block)  # type: ignore[arg-type]
+            if spec.op == "mbconv"
+            else _op_tables(space, spec, block)  # type: ignore[arg-type]
             for spec, block in zip(space.blocks, supernet.blocks, strict=True)
         ]
         self._device: torch.device | None = None
 
     def masks(self, block: int, weights: Weights) -> Masks:
-        """The masks and candidate weights of block `block` under `weights`."""
-        return _masks(self._tables[block], weights, self._tables[block].mid.device)
+        """The masks and candidate weights of MBConv block `block` under `weights`."""
+        tables = self._tables[block]
+        assert isinstance(tables, _BlockTables), "masks are read for MBConv blocks"
+        return _masks(tables, weights, tables.mid.device)
 
     def __call__(self, x: Tensor, weights: Weights) -> Tensor:
         net = self.supernet
@@ -240,7 +263,10 @@ class RelaxedSupernet:
         x = net.stem(x)
         for i, tables in enumerate(self._tables):
             block: SuperBlock = net.blocks[i]  # type: ignore[assignment]
-            x = self._block(x, block, tables, weights, training)
+            if isinstance(tables, _OpTables):
+                x = _op_block(x, block, tables, weights, training)
+            else:
+                x = self._block(x, block, tables, weights, training)
         return net.forward_head(x, x.shape[1])
 
     def _block(
@@ -371,3 +397,188 @@ def _widest(
         attention,
         t.se_acts[act_index],
     )
+
+
+# ----------------------------------------------------------------------------------
+# The row operators beyond MBConv (`nn.sliced_ops`).
+
+_OpGroup = (
+    SharedFusedMBConv | SharedDepthwiseSeparable | SharedConv | SharedBasic | SharedBottleneck
+)
+
+
+@dataclass
+class _OpTables:
+    """What an operator block's masks and candidate weights are computed from."""
+
+    op: str
+    #: Variables of the (in, channels) axes, and their sizes.
+    axes: tuple[VarId | None, VarId | None]
+    shape: tuple[int, int]
+    expansion: VarId | None
+    kernel: VarId | None
+    attention: VarId | None
+    act: VarId | None
+    expansions: tuple[float, ...]
+    kernels: tuple[int, ...]
+    attentions: tuple[str, ...]
+    acts: tuple[str, ...]
+    se_acts: tuple[str, ...]
+    #: [in, out, exp, mid_max]: the inner width of each combination.
+    mid: Tensor
+    #: Per expansion, the widest inner width.
+    mid_widest: tuple[int, ...]
+    #: attention -> [in, out, exp, width]: its hidden width.
+    bottleneck: dict[str, Tensor]
+    out: Tensor
+    same: Tensor
+    in_max: int
+    out_max: int
+
+    def to(self, device: torch.device) -> _OpTables:
+        for name in ("mid", "out", "same"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.bottleneck = {k: v.to(device) for k, v in self.bottleneck.items()}
+        return self
+
+
+def _op_tables(space: Space, spec: BlockSpec, block: SuperBlock) -> _OpTables:
+    micro, op = spec.micro, spec.op
+    ins = [int(c) for c in spec.in_channels.choices]
+    outs = [int(c) for c in spec.var("channels").choices]
+    exps = [float(e) for e in spec.var("expansion").choices]
+    attentions = tuple(str(a) for a in spec.var("attention").choices)
+    in_max, out_max = max(ins), max(outs)
+    widths: dict[str, list[list[list[int]]]] = {
+        a: [[[0] * len(exps) for _ in outs] for _ in ins]
+        for a in attentions
+        if ATTENTION_SPLITS[a] >= 1
+    }
+    mids = [[[mid_channels(space, micro, i, o, e, op) for e in exps] for o in outs] for i in ins]
+    for i, cin in enumerate(ins):
+        for j in range(len(outs)):
+            for k in range(len(exps)):
+                width = mids[i][j][k]
+                for a, table in widths.items():
+                    splits = ATTENTION_SPLITS[a]
+                    if splits == 1:
+                        table[i][j][k] = micro.se_channels(cin, width)
+                    else:
+                        sa = int(width * splits * micro.sa_ratio)
+                        table[i][j][k] = max(sa, micro.sa_min_width)
+    mid_max = max(m for a in mids for b in a for m in b)
+
+    def thermometer(values: list[list[list[int]]]) -> Tensor:
+        v = torch.tensor(values)
+        width = int(v.max())
+        return (torch.arange(width) < v[..., None]).float()
+
+    return _OpTables(
+        op=op,
+        axes=(_var(spec.in_channels), _var(spec.var("channels"))),
+        shape=(len(ins), len(outs)),
+        expansion=_var(spec.var("expansion")),
+        kernel=_var(spec.var("kernel")),
+        attention=_var(spec.var("attention")),
+        act=_var(spec.var("act")),
+        expansions=tuple(exps),
+        kernels=tuple(int(str(k)) for k in spec.var("kernel").choices),
+        attentions=attentions,
+        acts=tuple(str(a) for a in spec.var("act").choices),
+        se_acts=tuple(micro.se_act_for(str(a)) for a in spec.var("act").choices),
+        mid=_fit_last(thermometer(mids), mid_max),
+        mid_widest=tuple(max(m[k] for row in mids for m in row) for k in range(len(exps))),
+        bottleneck={a: thermometer(v) for a, v in widths.items()},
+        out=_widths(outs, out_max),
+        same=torch.tensor([[float(spec.stride == 1 and ci == co) for co in outs] for ci in ins]),
+        in_max=in_max,
+        out_max=out_max,
+    )
+
+
+def _fit_last(t: Tensor, width: int) -> Tensor:
+    return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
+
+
+def _attention_width(group: AttentionParts, attention: str) -> int:
+    if attention not in group.attn:
+        return 0
+    module = group.attn[attention]
+    if isinstance(module, SqueezeExcite):
+        return module.conv_reduce.out_channels
+    if isinstance(module, SplitAttention):
+        return module.fc1.out_channels
+    return 0
+
+
+def _op_block(
+    x: Tensor, block: SuperBlock, t: _OpTables, weights: Weights, training: bool
+) -> Tensor:
+    """One operator block's mixture: every (kernel, attention, act, expansion) candidate
+    at the widest, weighed by the product of its choices' weights, its widths masked;
+    skip and the residuals as the operator has them (see the module docstring)."""
+    device = x.device
+
+    def w(variable: VarId | None, size: int) -> Tensor:
+        if variable is None:
+            return torch.ones(size, device=device)
+        return weights[variable].to(device, torch.float32)
+
+    given = {v: w(v, n) for v, n in zip(t.axes, t.shape, strict=True) if v is not None}
+    combos = joint(given, t.axes, t.shape).to(device, torch.float32)
+    m_out = w(t.axes[1], t.shape[1]) @ t.out
+    p_same = (combos * t.same).sum()
+    m_mid = torch.einsum("ij,ijkc->kc", combos, t.mid)
+    m_att = {a: torch.einsum("ij,ijkc->kc", combos, b) for a, b in t.bottleneck.items()}
+    w_exp, w_kernel = w(t.expansion, len(t.expansions)), w(t.kernel, len(t.kernels))
+    w_att, w_act = w(t.attention, len(t.attentions)), w(t.act, len(t.acts))
+
+    ident = _fit(x, t.out_max) * p_same if bool(t.same.any()) else None
+    proj = None
+    if block.skip is not None:
+        proj = conv_bn_act(x, block.skip, t.in_max, t.out_max, training) * (1 - p_same)
+    parts = [r for r in (ident, proj) if r is not None]
+    residual = sum(parts[1:], parts[0]) if parts else None
+    resnet = t.op in RESNET_OPERATORS
+
+    mixed: Tensor | None = None
+    for ki, kernel in enumerate(t.kernels):
+        if kernel == SKIP_KERNEL:
+            continue
+        for ai, attention in enumerate(t.attentions):
+            group_name = block.group_of[(kernel, attention)]
+            group: _OpGroup = block.ops[group_name]  # type: ignore[assignment]
+            for fi, act in enumerate(t.acts):
+                for ei, expansion in enumerate(t.expansions):
+                    p = BlockPlan(
+                        t.op,
+                        group_name,
+                        t.in_max,
+                        t.mid_widest[ei],
+                        t.out_max,
+                        _attention_width(group, attention),
+                        ATTENTION_SPLITS[attention],
+                        act,
+                        expansion != 1,
+                        False,
+                        kernel,
+                        attention,
+                        t.se_acts[fi],
+                    )
+                    hidden = m_att[attention][ei] if attention in m_att else None
+                    z = group.run(x, p, training, residual if resnet else None, m_mid[ei], hidden)
+                    z = z * (w_kernel[ki] * w_att[ai] * w_act[fi] * w_exp[ei])
+                    mixed = z if mixed is None else mixed + z
+    w_skip = w_kernel[t.kernels.index(SKIP_KERNEL)] if SKIP_KERNEL in t.kernels else None
+    if proj is not None and w_skip is not None:
+        y = proj * w_skip
+        mixed = y if mixed is None else mixed + y
+    out = None if mixed is None else scale_channels(mixed, m_out)
+    if ident is not None:
+        # fused and ds add their input where the shape is kept, as skip is; conv and
+        # ResNet's blocks have it only as skip (ResNet's candidates added it inside).
+        kept = ident if t.op in ("fused", "ds") else ident * w_skip if w_skip is not None else None
+        if kept is not None:
+            out = kept if out is None else out + kept
+    assert out is not None
+    return out

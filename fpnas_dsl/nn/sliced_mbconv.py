@@ -15,23 +15,33 @@ state-dict layout (see `blocks`): a narrower block is a prefix slice of a wider 
 
 from __future__ import annotations
 
-import torch
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fpnas_dsl.footprint import GroupShape, radix
-from fpnas_dsl.ir import ATTENTION_SPLITS
-from fpnas_dsl.nn.blocks import SplitAttention, SqueezeExcite, activation_fn, gate_fn
-from fpnas_dsl.nn.sliced import BlockPlan, NormSlice, Slices, lead, scale_channels
+from fpnas_dsl.nn.blocks import activation_fn
+from fpnas_dsl.nn.sliced import (
+    AttentionParts,
+    BlockPlan,
+    NormSlice,
+    Slices,
+    depthwise_slice,
+    lead,
+    scale_channels,
+)
 
 __all__ = ["SharedMBConv"]
 
 
-class SharedMBConv(nn.Module):
+class SharedMBConv(AttentionParts):
     """The weights of one or more (kernel, attention) candidates of an MBConv block, at
     their widest: `conv_pw`, `bn1`, one depthwise `conv_dw` at the largest kernel with the
     most filters per channel, `bn2[r{R}]` per number of filters per channel, the attention
     add-ons `attn[se|sa2|sa4]`, `conv_pwl`, `bn3`."""
+
+    shortcut_name: ClassVar[str] = "shortcut"
 
     def __init__(
         self,
@@ -48,7 +58,6 @@ class SharedMBConv(nn.Module):
         self.radix_max = group.radix_max
         self.kernel = kernel = group.kernel
         self.stride = stride
-        self.gate = gate
         self.conv_pw = nn.Conv2d(in_max, mid_max, 1, bias=False) if expand else None
         self.bn1 = nn.BatchNorm2d(mid_max) if expand else None
         self.conv_dw = nn.Conv2d(
@@ -61,35 +70,17 @@ class SharedMBConv(nn.Module):
             bias=False,
         )
         self.bn2 = nn.ModuleDict({f"r{r}": nn.BatchNorm2d(mid_max * r) for r in group.radices})
-        self.attn = nn.ModuleDict()
-        for a in group.attentions:
-            splits = ATTENTION_SPLITS[a]
-            if splits == 1:
-                self.attn[a] = SqueezeExcite(mid_max, attention_width[a], gate)
-            elif splits >= 2:
-                self.attn[a] = SplitAttention(mid_max, splits, attention_width[a])
+        self.make_attention(mid_max, group, attention_width, gate)
         self.conv_pwl = nn.Conv2d(mid_max, out_max, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_max)
 
     def depthwise(self, mid: int, splits: int, kernel: int) -> Tensor:
         """The depthwise weight [mid * R, 1, k, k] of `mid` channels, R filters each."""
-        w = self.conv_dw.weight
-        filters = radix(splits)
-        if filters == self.radix_max and kernel == self.kernel:
-            return lead(w, mid * filters)
-        big = self.kernel
-        lo, hi = (big - kernel) // 2, (big + kernel) // 2
-        w = w.view(-1, self.radix_max, big, big)[:mid, :filters, lo:hi, lo:hi]
-        return w.reshape(mid * filters, 1, kernel, kernel)
+        return depthwise_slice(self.conv_dw.weight, self.radix_max, mid, radix(splits), kernel)
 
-    @torch.no_grad()
-    def start_near_identity(self) -> None:
-        """Attention add-ons start as a constant (SE) or an equal-weight sum (splits)."""
-        for module in self.attn.values():
-            if isinstance(module, SqueezeExcite):
-                nn.init.zeros_(module.conv_expand.weight)
-            elif isinstance(module, SplitAttention):
-                nn.init.zeros_(module.fc2.weight)
+    def residual_norm(self) -> nn.BatchNorm2d:
+        """The last batch-norm (gamma 0 starts an always-residual block as its shortcut)."""
+        return self.bn3
 
     # ------------------------------------------------------------------ slices
     # One accessor per layer: which slice of which widest tensor a plan's layer gets.
@@ -112,25 +103,6 @@ class SharedMBConv(nn.Module):
         filters = radix(p.splits)
         return NormSlice(self.bn2[f"r{filters}"], p.mid * filters)  # type: ignore[arg-type]
 
-    def _attention_layers(self, attention: str) -> tuple[nn.Conv2d, nn.Conv2d]:
-        m = self.attn[attention]
-        if isinstance(m, SqueezeExcite):
-            return m.conv_reduce, m.conv_expand
-        assert isinstance(m, SplitAttention)
-        return m.fc1, m.fc2
-
-    def attention_first(self, p: BlockPlan) -> tuple[Tensor, Tensor]:
-        """Weight and bias of the attention's first layer (SE's reduce, SA's fc1)."""
-        layer = self._attention_layers(p.attention)[0]
-        return lead(layer.weight, p.att, p.mid), lead(layer.bias, p.att)
-
-    def attention_second(self, p: BlockPlan) -> tuple[Tensor, Tensor]:
-        """Weight and bias of its second layer (SE's expand: one per channel; SA's fc2:
-        one per (channel, split))."""
-        layer = self._attention_layers(p.attention)[1]
-        rows = p.mid * radix(p.splits)
-        return lead(layer.weight, rows, p.att), lead(layer.bias, rows)
-
     def project_weight(self, p: BlockPlan) -> Tensor:
         return lead(self.conv_pwl.weight, p.cout, p.mid)
 
@@ -146,10 +118,7 @@ class SharedMBConv(nn.Module):
             norms["bn1"] = self.expand_norm(p)
         w["conv_dw.weight"] = self.depthwise_weight(p)
         norms["bn2"] = self.depthwise_norm(p)
-        if p.splits >= 1:
-            first, second = ("conv_reduce", "conv_expand") if p.splits == 1 else ("fc1", "fc2")
-            w[f"attn.{first}.weight"], w[f"attn.{first}.bias"] = self.attention_first(p)
-            w[f"attn.{second}.weight"], w[f"attn.{second}.bias"] = self.attention_second(p)
+        w.update(self.attention_slices(p))
         w["conv_pwl.weight"] = self.project_weight(p)
         norms["bn3"] = self.project_norm(p)
         return Slices(w, norms)
@@ -161,14 +130,19 @@ class SharedMBConv(nn.Module):
 
     # ------------------------------------------------------------------ dataflow
 
-    def run(self, x: Tensor, p: BlockPlan, training: bool) -> Tensor:
-        """`MBConv.forward` of plan `p` on the leading channels of this group."""
+    def run(
+        self, x: Tensor, p: BlockPlan, training: bool, residual: Tensor | None = None
+    ) -> Tensor:
+        """`MBConv.forward` of plan `p` on the leading channels of this group; the
+        projected `residual` is added where the plan has a shortcut."""
         shortcut = x
         if p.expand:
             x = activation_fn(p.act)(self.expand(x, p, training))
         x = self.body(x, p, training)
         if p.residual:
             x = x + shortcut
+        elif residual is not None:
+            x = x + residual
         return x
 
     def expand(self, x: Tensor, p: BlockPlan, training: bool) -> Tensor:
@@ -197,19 +171,5 @@ class SharedMBConv(nn.Module):
         x = act(self.depthwise_norm(p)(x, training))
         if mid_mask is not None:
             x = scale_channels(x, mid_mask.repeat_interleave(filters) if filters > 1 else mid_mask)
-        if splits == 1:
-            g = x.mean((2, 3), keepdim=True)
-            g = activation_fn(p.se_act)(F.conv2d(g, *self.attention_first(p)))
-            if hidden_mask is not None:
-                g = scale_channels(g, hidden_mask[: g.shape[1]])
-            g = F.conv2d(g, *self.attention_second(p))
-            x = x * gate_fn(self.gate)(g)
-        elif splits >= 2:
-            x5 = torch.unflatten(x, 1, (mid, splits))
-            gap = x5.sum(2).mean((2, 3), keepdim=True)
-            a = F.relu(F.conv2d(gap, *self.attention_first(p)))
-            if hidden_mask is not None:
-                a = scale_channels(a, hidden_mask[: a.shape[1]])
-            a = F.conv2d(a, *self.attention_second(p))
-            x = (x5 * torch.unflatten(a, 1, (mid, splits)).softmax(2)).sum(2)
+        x = self.attend(x, p, hidden_mask)
         return self.project_norm(p)(F.conv2d(x, self.project_weight(p)), training)

@@ -8,7 +8,8 @@ It holds the weights of every choice once and runs one architecture per forward:
   `F.conv2d` / `F.batch_norm` / `F.linear`. Nothing is masked, so a step costs what the
   chosen widths cost, not the widest;
 - **kernel sizes and attention variants** share as the micro says (`Micro.share`). A
-  block's (kernel, attention) candidates fall into weight groups, one `SharedMBConv` each:
+  block's (kernel, attention) candidates fall into weight groups, one `SharedMBConv` each
+  (or, for the other row operators, one group of `nn.sliced_ops`, which share the same way):
   with `kernel` shared, one depthwise kernel at the largest size serves every size (a
   smaller kernel is its centre, as in Once-for-All and Single-Path NAS); with `attention`
   shared, one set of convolutions serves every attention variant and SE / split-attention
@@ -28,7 +29,10 @@ It holds the weights of every choice once and runs one architecture per forward:
 
 `subnet(arch)` is `build_network(space, arch)` with every tensor copied out of the
 supernet from the same slices the forward runs on (`nn.sliced`, `SharedMBConv.slices`
-in `nn.sliced_mbconv`): the same function as the supernet on that architecture.
+in `nn.sliced_mbconv`, the other operators' `slices` in `nn.sliced_ops`): the same
+function as the supernet on that architecture. ResNet's `basic` and `bottleneck` blocks
+have their projection shortcut where the shape changes: the block's one 1x1 projection,
+which a skipped block is alone (as `cost` prices it).
 
 The forward is a precomputed plan per architecture (cached): for each block, the weight
 group and the widths, found from per-block slot lookups without building any readable
@@ -52,6 +56,7 @@ from fpnas_dsl.cost import cost_model
 from fpnas_dsl.footprint import block_shape
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
+    RESNET_OPERATORS,
     SKIP_KERNEL,
     Architecture,
     BlockSpec,
@@ -61,7 +66,7 @@ from fpnas_dsl.ir import (
     mid_channels,
 )
 from fpnas_dsl.nn.blocks import ConvBnAct, init_weights, set_batchnorm
-from fpnas_dsl.nn.network import Network, build_network, make_classifier
+from fpnas_dsl.nn.network import Network, build_network, make_classifier, make_layers
 from fpnas_dsl.nn.sliced import (
     BlockPlan,
     SlicedOp,
@@ -70,6 +75,7 @@ from fpnas_dsl.nn.sliced import (
     linear_slices,
 )
 from fpnas_dsl.nn.sliced_mbconv import SharedMBConv
+from fpnas_dsl.nn.sliced_ops import make_group
 
 __all__ = ["SuperBlock", "Supernet"]
 
@@ -97,11 +103,13 @@ class SuperBlock(nn.Module):
                     shape.attention_width,
                     spec.micro.gate,
                 )
+                if spec.op == "mbconv"
+                else make_group(shape, group, spec.stride, spec.micro.gate)
                 for group in shape.groups
             }
         )
-        # The projection that `skip` becomes where the shape changes (and, under
-        # `shortcut`, the residual branch of every shape-changing MBConv).
+        # The projection that `skip` becomes where the shape changes (and the residual
+        # branch of every shape-changing MBConv under `shortcut`, and of ResNet's blocks).
         self.skip = (
             ConvBnAct(shape.in_max, shape.out_max, 1, spec.stride) if shape.projection else None
         )
@@ -146,13 +154,9 @@ class Supernet(nn.Module):
         super().__init__()
         self.space = space
         with torch.device("meta"):  # no memory until the one initialisation below
-            cin = space.in_channels
-            stem = []
-            for conv in space.stem:
-                stem.append(ConvBnAct(cin, conv.out_channels, conv.kernel, conv.stride, conv.act))
-                cin = conv.out_channels
-            self.stem = nn.Sequential(*stem)
+            self.stem = make_layers(space.stem, space.in_channels)
             self.blocks = nn.ModuleList(SuperBlock(space, spec) for spec in space.blocks)
+            cin = space.stem[-1].out_channels if space.stem else space.in_channels
             last = space.blocks[-1].var("channels").choices if space.blocks else (cin,)
             cin = max(int(c) for c in last)
             head = []
@@ -176,12 +180,13 @@ class Supernet(nn.Module):
         for spec, block in zip(self.space.blocks, self.blocks, strict=True):
             share = spec.micro.share
             assert isinstance(block, SuperBlock)
-            for group in block.ops.values():
-                assert isinstance(group, SharedMBConv)
+            for module in block.ops.values():
+                group: SlicedOp = module  # type: ignore[assignment]
                 if "attention" in share:
                     group.start_near_identity()
-                if "residual" in share and block.always_residual:
-                    nn.init.zeros_(group.bn3.weight)
+                norm = group.residual_norm()
+                if "residual" in share and block.always_residual and norm is not None:
+                    nn.init.zeros_(norm.weight)
 
     # ------------------------------------------------------------------ plans
 
@@ -236,16 +241,20 @@ class Supernet(nn.Module):
         if kernel == SKIP_KERNEL:
             kind = "identity" if same_shape else "project"
             return BlockPlan(kind, None, cin, cin, cout, 0, 0, act, False, False)
-        micro = spec.micro
-        mid = mid_channels(self.space, micro, cin, cout, expansion)
+        micro, op = spec.micro, spec.op
+        mid = mid_channels(self.space, micro, cin, cout, expansion, op)
         splits = ATTENTION_SPLITS[attention]
         att = 0
         if splits == 1:
             att = micro.se_channels(cin, mid)
         elif splits >= 2:
             att = max(int(mid * splits * micro.sa_ratio), micro.sa_min_width)
+        if op in RESNET_OPERATORS:
+            shortcut = not same_shape
+        else:
+            shortcut = op == "mbconv" and self.space.skip_mismatch == "shortcut" and not same_shape
         return BlockPlan(
-            "mbconv",
+            op,
             block.group_of[(kernel, attention)],
             cin,
             mid,
@@ -254,11 +263,11 @@ class Supernet(nn.Module):
             splits,
             act,
             expansion != 1,
-            same_shape,
+            same_shape and op != "conv",
             kernel,
             attention,
             micro.se_act_for(act),
-            self.space.skip_mismatch == "shortcut" and not same_shape,
+            shortcut,
         )
 
     # ------------------------------------------------------------------ forward
@@ -272,11 +281,11 @@ class Supernet(nn.Module):
             block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
             if p.op is not None:
                 op: SlicedOp = block.ops[p.op]  # type: ignore[assignment]
-                y = op.run(x, p, training)
+                residual = None
                 if p.shortcut:
                     assert block.skip is not None
-                    y = y + conv_bn_act(x, block.skip, p.cin, p.cout, training)
-                x = y
+                    residual = conv_bn_act(x, block.skip, p.cin, p.cout, training)
+                x = op.run(x, p, training, residual)
             elif p.kind == "project":
                 assert block.skip is not None
                 x = conv_bn_act(x, block.skip, p.cin, p.cout, training)
@@ -312,12 +321,13 @@ class Supernet(nn.Module):
         }
         for i, p in enumerate(plans):
             block: SuperBlock = self.blocks[i]  # type: ignore[assignment]
+            prefix = f"blocks.{i}."
             if p.op is not None:
                 op: SlicedOp = block.ops[p.op]  # type: ignore[assignment]
-                out.update(op.slices(p).tensors(f"blocks.{i}."))
+                out.update(op.slices(p).tensors(prefix))
+                prefix += f"{op.shortcut_name}."
             if p.kind == "project" or p.shortcut:
                 assert block.skip is not None
-                prefix = f"blocks.{i}.shortcut." if p.shortcut else f"blocks.{i}."
                 out.update(conv_bn_act_slices(block.skip, p.cin, p.cout).tensors(prefix))
         for j, m in enumerate(self.head):
             conv: ConvBnAct = m  # type: ignore[assignment]
