@@ -492,32 +492,34 @@ class LatencyTable:
     def check_space(self, space: Space, parts: SpaceParts | None = None) -> None:
         """Refuse a table measured for another space or input, or lacking parts."""
         where = self.source
+        name = space.source if Path(space.source).is_file() else space.name
+        shape = (
+            f"--resolution {space.resolution} --in-channels {space.in_channels} "
+            f"--classes {space.classes}"
+        )
         if self.space != space.name:
             raise TableMismatch(
                 f"{where}: a latency table of space {self.space!r}, not of {space.name!r}; "
-                f"build one with `fpnas latency {space.name} -o TABLE.json`"
+                f"build one with `fpnas latency {name} {shape} -o TABLE.json`"
             )
-        for name in ("resolution", "in_channels", "classes"):
-            mine, theirs = getattr(self, name), getattr(space, name)
+        for field in ("resolution", "in_channels", "classes"):
+            mine, theirs = getattr(self, field), getattr(space, field)
             if mine != theirs:
-                flag = "--" + name.replace("_", "-")
                 raise TableMismatch(
-                    f"{where}: measured at {name.replace('_', ' ')} {mine}, the space is "
-                    f"searched at {theirs}; build a table with `fpnas latency {space.name} "
-                    f"{flag} {theirs} -o TABLE.json`"
+                    f"{where}: measured at {field.replace('_', ' ')} {mine}, the space is "
+                    f"searched at {theirs}; build a table with `fpnas latency {name} "
+                    f"{shape} -o TABLE.json`"
                 )
         parts = parts or space_parts(space)
         missing = [s for s in parts.catalogue if s not in self.entries]
         if missing:
-            name = space.source if Path(space.source).is_file() else space.name
             clock = " --clock cpu" if self.clock == "cpu" else ""
             if self.method.get("ort_level"):
                 clock += f" --ort-level {self.method['ort_level']}"
             raise TableMismatch(
                 f"{where}: lacks {len(missing)} of the {len(parts.catalogue)} parts of "
                 f"{space.name} (first: {missing[0]!r}); finish it with `fpnas latency "
-                f"{name} --resolution {space.resolution} --in-channels {space.in_channels} "
-                f"--classes {space.classes} --backend {self.backend} --device {self.device} "
+                f"{name} {shape} --backend {self.backend} --device {self.device} "
                 f"--batch {self.batch} --threads {self.threads}{clock} -o {where}` "
                 "(it resumes)"
             )
