@@ -12,9 +12,7 @@ report `supernet_size` before anything is allocated, so both read one descriptio
   its kxk kernels at the group's largest size and as many depthwise filters per channel
   as its most split attention variant.
 
-Every row operator (`ir.SUPERNET_OPERATORS`) and a stem maxpool have their supernet;
-`supernet_support` says why a space cannot be held (None for every valid space today),
-and `block_shape` and `supernet_size` refuse it with that reason.
+Every row operator and a stem maxpool have their supernet.
 """
 
 from __future__ import annotations
@@ -26,12 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fpnas_dsl.errors import FpnasError
 from fpnas_dsl.ir import (
     ATTENTION_SPLITS,
     RESNET_OPERATORS,
     SKIP_KERNEL,
-    SUPERNET_OPERATORS,
     BlockSpec,
     Micro,
     Space,
@@ -47,9 +43,7 @@ __all__ = [
     "disk_free",
     "group_name",
     "human_bytes",
-    "require_supernet",
     "supernet_size",
-    "supernet_support",
     "training_bytes",
 ]
 
@@ -123,28 +117,7 @@ def _attention_width(micro: Micro, mids: dict[tuple[int, int, float], int], atte
     return 0
 
 
-def supernet_support(space: Space) -> str | None:
-    """None where `Supernet(space)` can hold the space, else why not (one sentence)."""
-    for r, row in enumerate(space.rows, start=1):
-        if row.op not in SUPERNET_OPERATORS:
-            return (
-                f"row {r} of space '{space.name}' is a {row.op} row: the weight-sharing "
-                f"supernet builds {', '.join(SUPERNET_OPERATORS)} rows only, so searching "
-                f"{row.op} is not yet supported (its fixed networks can be costed, exported "
-                "and trained)"
-            )
-    return None
-
-
-def require_supernet(space: Space) -> None:
-    """Refuse (FpnasError, exit 2) a space the supernet cannot hold (`supernet_support`)."""
-    reason = supernet_support(space)
-    if reason is not None:
-        raise FpnasError(reason)
-
-
 def block_shape(space: Space, spec: BlockSpec) -> BlockShape:
-    require_supernet(space)
     micro = spec.micro
     ins = [int(c) for c in spec.in_channels.choices]
     outs = [int(c) for c in spec.var("channels").choices]
@@ -270,7 +243,6 @@ def supernet_size(space: Space) -> dict[str, int]:
     """Parameters and buffer values of `Supernet(space)`, and the bytes they take in
     float32 (`bytes`) and in a search checkpoint (`checkpoint_bytes`: weights, SGD
     momentum and batch-norm statistics). Refuses a space the supernet cannot hold."""
-    require_supernet(space)
     params = buffers = 0
 
     def conv_bn(cin: int, cout: int, kernel: int) -> None:

@@ -78,8 +78,6 @@ OPERATOR_ATTENTIONS: dict[str, tuple[str, ...]] = {
     "fused": ("none", "se"),
     "ds": ("none", "se", "sa2", "sa4"),
 }
-#: Operators the weight-sharing supernet (and so the search) can build: all of them.
-SUPERNET_OPERATORS: tuple[OpName, ...] = OPERATORS
 #: ResNet's blocks: a residual always, through a projection where the shape changes.
 RESNET_OPERATORS: tuple[OpName, ...] = ("basic", "bottleneck")
 #: What the candidates of a block may share in the supernet (`share ...` in a micro):

@@ -27,7 +27,7 @@ from fractions import Fraction
 from typing import Any
 
 from fpnas_dsl import ir
-from fpnas_dsl.footprint import human_bytes, supernet_size, supernet_support
+from fpnas_dsl.footprint import human_bytes, supernet_size
 from fpnas_dsl.ir import Space
 from fpnas_dsl.validate import feature_sizes, fmt_choices, fmt_value
 
@@ -60,7 +60,6 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
     entropy = layout.log_count
     sizes = feature_sizes(space)
     stem_n = sum(1 + bool(conv.maxpool) for conv in space.stem)  # a maxpool downsamples too
-    unsearchable = supernet_support(space)
     rows: list[dict[str, Any]] = []
     first_block = 0
     for r, row in enumerate(space.rows):
@@ -131,11 +130,9 @@ def summarize(space: Space, *, cost: bool = True) -> dict[str, Any]:
         "layout": decisions,
         "variables": per_variable,
         "weight_sharing": {m.name: list(m.share) for m in _used_micros(space)},
-        "supernet": None if unsearchable else supernet_size(space),
+        "supernet": supernet_size(space),
         "notes": notes(space),
     }
-    if unsearchable:
-        out["supernet_unsupported"] = unsearchable
     if cost:
         hook = cost_hook()
         if hook is not None:
@@ -387,8 +384,6 @@ def render(summary: dict[str, Any], space: Space) -> str:
         where = f" (micro {micro})" if len(sharing) > 1 else ""
         lines.append(f"weights shared       {what}{where}")
     size = s.get("supernet")
-    if s.get("supernet_unsupported"):
-        lines.append(f"supernet             n/a: {s['supernet_unsupported']}")
     if size:
         lines.append(
             f"supernet             {_human(size['params'])} weights, "
