@@ -6,7 +6,6 @@ runs, the vectorised model against a block-by-block sum and against hand-listed 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +49,7 @@ STEM = "stem 32px 3ch 3x3/2:16/relu maxpool3/2"
 HEAD = "head 2px 32 - pool fc10"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mixed(**update: Any) -> Space:

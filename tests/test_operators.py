@@ -5,7 +5,6 @@ mixes them all, the blocks each operator builds, and the supernet of a fixed net
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,13 +19,7 @@ from fpnas_dsl.ir import Space, uniform_samples
 from fpnas_dsl.nn import blocks, build_network
 from fpnas_dsl.parser import load_space, parse_space
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mixed(**update: object) -> Space:

@@ -6,11 +6,10 @@ architectures (its exact cost), and `fpnas search` runs on each."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from fpnas_dsl.cli import main
 from fpnas_dsl.cost import arch_cost
@@ -20,12 +19,7 @@ from fpnas_dsl.parser import load_space
 SPACES = ("efficientnetv2_search", "resnet_search")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def member(space: Space, choose: Callable[[BlockSpec], dict[str, object]]) -> Architecture:

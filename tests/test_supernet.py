@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import gc
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -21,12 +20,7 @@ from fpnas_dsl.nn import Supernet, build_network
 SMALL = 36
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @torch.no_grad()

@@ -7,7 +7,6 @@ subnet exports to ONNX that ONNX Runtime runs."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -39,12 +38,7 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mixed_ops(resolution: int = SMALL, **update: object) -> Space:
