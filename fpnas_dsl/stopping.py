@@ -79,9 +79,7 @@ class StopRequest:
 class CheckpointClock:
     """Says when `every` seconds have passed since the last checkpoint (never if None)."""
 
-    def __init__(
-        self, every: float | None, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, every: float | None, clock: Callable[[], float] = time.monotonic) -> None:
         self.every = every
         self._clock = clock
         self._last = clock()

@@ -45,9 +45,11 @@ CASES: dict[str, Callable[[], Space]] = {
     "tiny-block-output": lambda: tiny(resolution=16, block_scope=True, expansion_of="output"),
     "fpnas_28px": lambda: bundled_or_python("fpnas_28px"),
     # The paper's F++ as it was recorded: skip as the projection, no shortcut.
-    "fbnetv2_f_pp": lambda: bundled_or_python("fbnetv2_f_pp")
-    .with_input(resolution=32)
-    .model_copy(update={"skip_mismatch": "project"}),
+    "fbnetv2_f_pp": lambda: (
+        bundled_or_python("fbnetv2_f_pp")
+        .with_input(resolution=32)
+        .model_copy(update={"skip_mismatch": "project"})
+    ),
 }
 
 

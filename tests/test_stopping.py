@@ -12,8 +12,16 @@ from fpnas_dsl.stopping import CheckpointClock, StopRequest, describe_duration, 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90", 90.0), ("90s", 90.0), ("5m", 300.0), ("1.5h", 5400.0), ("250ms", 0.25),
-     ("2 min", 120.0), ("off", None), ("0", None)],
+    [
+        ("90", 90.0),
+        ("90s", 90.0),
+        ("5m", 300.0),
+        ("1.5h", 5400.0),
+        ("250ms", 0.25),
+        ("2 min", 120.0),
+        ("off", None),
+        ("0", None),
+    ],
 )
 def test_parse_duration(text: str, seconds: float | None) -> None:
     assert parse_duration(text) == seconds

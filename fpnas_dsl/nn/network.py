@@ -119,7 +119,15 @@ def build_block(block: ConcreteBlock) -> nn.Module:
         return DepthwiseSeparable(cin, cout, k, stride, act, attn=attn, splits=splits)
     shortcut = ConvBnAct(cin, cout, 1, stride) if block.has_shortcut else None
     return MBConv(
-        cin, mid, cout, k, stride, act, expand=block.has_expand, attn=attn, splits=splits,
+        cin,
+        mid,
+        cout,
+        k,
+        stride,
+        act,
+        expand=block.has_expand,
+        attn=attn,
+        splits=splits,
         shortcut=shortcut,
     )
 
