@@ -100,6 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return RunError.exit_code
+    except OSError as err:
+        # A file the run reads or writes went away, or the disk is full or read-only: the
+        # machine's state, which the message names, rather than a bug.
+        if os.environ.get("FPNAS_DEBUG"):
+            raise
+        print(
+            f"{name}: a file operation failed ({clip(str(err))}); check that the path "
+            "exists, is writable and that its disk has room",
+            file=sys.stderr,
+        )
+        return RunError.exit_code
     except Exception as err:
         if os.environ.get("FPNAS_DEBUG"):
             raise

@@ -376,6 +376,22 @@ def test_item_10_unexpected_errors_are_one_line(
         main(["compile", "mobilenet_v2"])
 
 
+def test_a_file_that_fails_is_one_line_not_a_bug(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run directory deleted under a running search, a full disk: the operating system's
+    error with its path, exit 1, never "a bug in fpnas"."""
+    import fpnas_dsl.summary as summary
+
+    def vanished(*args: Any, **kwargs: Any) -> None:
+        raise FileNotFoundError(2, "No such file or directory", "runs/x/tensorboard/events")
+
+    monkeypatch.setattr(summary, "summarize", vanished)
+    line = one_line_error(capsys, ["compile", "mobilenet_v2"], code=1)
+    assert "a file operation failed" in line and "runs/x/tensorboard/events" in line
+    assert "bug" not in line
+
+
 def test_item_10_interrupt_exits_130(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
