@@ -1,12 +1,12 @@
-"""Time parsing + validating each bundled space (the largest must take < 100 ms).
+"""Time parsing + validating each bundled space (each must take < 100 ms).
 
     python bench/parse.py [--repeat N]
 
 The grammar is built once per process (timed separately, "grammar"); each space is then
 parsed, transformed to IR and validated `--repeat` times from its text, and the median
 and best times are printed. The first syntax error of a process also builds the table
-that names error contexts; that one-off cost is printed too. Exit status 1 if the largest
-space takes 100 ms or more (median).
+that names error contexts; that one-off cost is printed too. Exit status 1 if any space
+takes 100 ms or more (median).
 """
 
 from __future__ import annotations
@@ -71,10 +71,11 @@ def main() -> int:
     print(f"{'syntax error (first)':<28} {first:8.2f} ms")
     print(f"{'syntax error (later)':<28} {later:8.2f} ms")
 
-    largest = max(texts, key=lambda n: (len(parse_space(texts[n]).blocks), len(texts[n])))
-    verdict = "ok" if results[largest] < LIMIT_MS else "TOO SLOW"
-    print(f"largest space {largest}: {results[largest]:.2f} ms (limit {LIMIT_MS:.0f} ms) {verdict}")
-    return 0 if results[largest] < LIMIT_MS else 1
+    slowest = max(results, key=results.__getitem__)
+    verdict = "ok" if results[slowest] < LIMIT_MS else "TOO SLOW"
+    limit = f"limit {LIMIT_MS:.0f} ms each"
+    print(f"slowest space {slowest}: {results[slowest]:.2f} ms ({limit}) {verdict}")
+    return 0 if results[slowest] < LIMIT_MS else 1
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import functools
 import json
 import platform
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -364,7 +365,7 @@ def plot(rows: list[dict[str, Any]], stats: dict[str, Any], title: str, path: Pa
     ax.set_ylabel("accuracy trained from scratch (%)")
     lo, hi = stats["kendall_tau_95"]
     ax.set_title(
-        f"{title}\nKendall τ {stats['kendall_tau']:.2f} [{lo:.2f}, {hi:.2f}], "
+        f"{textwrap.fill(title, 64)}\nKendall τ {stats['kendall_tau']:.2f} [{lo:.2f}, {hi:.2f}], "
         f"FLOPS alone τ {stats['flops_kendall_tau']:.2f}",
         fontsize=9,
     )
